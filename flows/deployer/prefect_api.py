@@ -1,0 +1,119 @@
+"""The calls a deploy makes to the Prefect API, each one step."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.filesystems import LocalFileSystem
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+from prefect.utilities.callables import parameter_schema
+from prefect.workers.utilities import (
+    get_default_base_job_template_for_infrastructure_type,
+)
+
+from deployer.plan import DeploymentPlan
+from util import UserError
+
+STORAGE_BLOCK_TYPE = "local-file-system"
+
+
+def require_api_url() -> str:
+    """The configured Prefect API, refusing Prefect's throw-away ephemeral one."""
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise UserError(
+            "no Prefect API is configured, and a deployment made in Prefect's "
+            "throw-away ephemeral API would vanish: run `prefect cloud login`, or "
+            "`prefect config set PREFECT_API_URL=<url>`, or `make server` for a local one"
+        )
+    return url
+
+
+async def check_api_reachable(client: PrefectClient, url: str) -> None:
+    """Fail with the address tried when the API does not answer its health check."""
+    problem = await client.api_healthcheck()
+    if problem is not None:
+        reason = " ".join(str(problem).split()) or type(problem).__name__
+        raise UserError(f"the Prefect API at {url} is not reachable: {reason}")
+
+
+async def ensure_work_pool(
+    client: PrefectClient, pool_name: str, pool_type: str, queue_name: str
+) -> None:
+    """Create the work pool (with its type's base job template) and queue if missing."""
+    try:
+        await client.read_work_pool(pool_name)
+    except ObjectNotFound:
+        template = await get_default_base_job_template_for_infrastructure_type(
+            pool_type
+        )
+        if template is None:
+            raise UserError(
+                f"work pool type {pool_type!r} is unknown here; install its worker "
+                "package (prefect-docker for docker) or set FLOWS_WORK_POOL_TYPE"
+            ) from None
+        pool = WorkPoolCreate(
+            name=pool_name, type=pool_type, base_job_template=template
+        )
+        try:
+            await client.create_work_pool(pool)
+        except ObjectAlreadyExists:
+            pass  # created by a concurrent deploy: what we wanted
+    try:
+        await client.create_work_queue(name=queue_name, work_pool_name=pool_name)
+    except ObjectAlreadyExists:
+        pass
+
+
+async def save_storage_block(block_name: str, storage_path: str) -> None:
+    """The block the pull step loads: it points at the deployed copy of flows/."""
+    await LocalFileSystem(basepath=storage_path).save(block_name, overwrite=True)
+
+
+def pull_steps(plan: DeploymentPlan) -> list[dict]:
+    """Each run copies the deployed flows/ into its own working directory first."""
+    return [
+        {
+            "prefect.deployments.steps.pull_with_block": {
+                "block_document_name": plan.storage_block,
+                "block_type_slug": STORAGE_BLOCK_TYPE,
+            }
+        }
+    ]
+
+
+def job_variables(plan: DeploymentPlan, storage_root: str) -> dict:
+    """What the worker needs: for Docker, the image and the storage folder mounted."""
+    if plan.work_pool_type != "docker":
+        return {}
+    return {"image": plan.image, "volumes": [f"{storage_root}:{storage_root}:ro"]}
+
+
+async def register_deployment(
+    client: PrefectClient, plan: DeploymentPlan, flow, storage_root: str
+) -> UUID:
+    """Create or update the deployment in one API call."""
+    flow_id = await client.create_flow_from_name(flow.name)
+    return await client.create_deployment(
+        flow_id=flow_id,
+        name=plan.name,
+        version=plan.commit[:12],
+        description=flow.description,
+        work_pool_name=plan.work_pool,
+        work_queue_name=plan.work_queue,
+        tags=plan.tags,
+        entrypoint=plan.entrypoint,
+        parameter_openapi_schema=parameter_schema(flow).dict(),
+        enforce_parameter_schema=True,
+        pull_steps=pull_steps(plan),
+        job_variables=job_variables(plan, storage_root),
+    )
+
+
+def deployment_ui_url(deployment_id: UUID) -> str | None:
+    """Where a person sees the deployment, when the API has a UI."""
+    ui_url = PREFECT_UI_URL.value()
+    return f"{ui_url}/deployments/deployment/{deployment_id}" if ui_url else None
