@@ -15,7 +15,8 @@ from deployer import prefect_api
 from deployer.plan import DeploymentPlan, build_plan, write_default_ignore_file
 from deployer.repository import guard_production, read_repository
 from deployer.storage import replaced_directory
-from util import Settings, UserError
+from deployer.errors import UserError
+from deployer.settings import Settings
 
 
 def _import_flow_module(flow_path: Path):
@@ -39,12 +40,13 @@ def _import_flow_module(flow_path: Path):
     return module
 
 
-def load_flow(flow_path: Path, function_name: str, flows_dir: Path) -> Flow:
+def load_flow(flow_path: Path, function_name: str) -> Flow:
     """The flow object `function_name` of the flow file, which must be in flows/."""
-    if flow_path.parent != flows_dir:
+    flows_dir = flow_path.parent
+    if flows_dir.name != "flows" or not (flows_dir / "util.py").is_file():
         raise UserError(
-            f"{flow_path} is not a flow file of {flows_dir}: flow files live directly "
-            "in flows/, next to util.py"
+            f"{flow_path} is not in a flows/ folder: flow files live directly in "
+            "flows/, next to util.py, so that their deployment's copy holds them"
         )
     if flow_path.suffix != ".py" or not flow_path.is_file():
         raise UserError(f"{flow_path} is not a Python file")

@@ -11,7 +11,8 @@ from pathlib import Path
 from prefect.utilities.filesystem import filter_files
 
 from deployer.repository import Repository, branch_slug
-from util import Settings, UserError
+from deployer.errors import UserError
+from deployer.settings import Settings
 
 IGNORE_FILE_NAME = ".prefectignore"
 # Written to the top of the repository when it has no .prefectignore of its own: what

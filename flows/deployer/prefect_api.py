@@ -15,7 +15,7 @@ from prefect.workers.utilities import (
 )
 
 from deployer.plan import DeploymentPlan
-from util import UserError
+from deployer.errors import UserError
 
 STORAGE_BLOCK_TYPE = "local-file-system"
 

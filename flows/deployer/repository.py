@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from util import Settings, UserError
+from deployer.errors import UserError
+from deployer.settings import Settings
 
 GIT_TIMEOUT_SECONDS = 60
 # Prefect refuses these in a deployment name; Docker tags and folder names are stricter

@@ -1,0 +1,48 @@
+# The one task runner: README, .ci/run and GitHub Actions call these targets only.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_PORT ?= 4200
+DEMO_POOL := local-process
+# The embedded default: a local server on 127.0.0.1, its state and the flow storage
+# kept in .local/ (ignored by git), and a process-type pool since no Docker is needed.
+DEMO_ENV := PREFECT_API_URL=http://127.0.0.1:$(DEMO_PORT)/api \
+	FLOWS_WORK_POOL=$(DEMO_POOL) FLOWS_WORK_POOL_TYPE=process \
+	FLOWS_STORAGE_ROOT=$(CURDIR)/.local/flow-storage
+LINTED := flows tools
+
+.PHONY: venv demo server stop test lint format clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: image/requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check \
+		-r image/requirements.txt -r requirements-dev.txt
+	touch $@
+
+server: venv
+	$(PY) tools/local_prefect.py start --port $(DEMO_PORT)
+
+demo: server
+	mkdir -p .local
+	$(DEMO_ENV) $(PY) flows/example_flow.py deploy | tee .local/deploy.out
+	$(DEMO_ENV) $(PY) tools/local_prefect.py run-deployment --port $(DEMO_PORT) \
+		--pool $(DEMO_POOL) "$$(sed -n '1s/^Deployed \(.*\) as .*/\1/p' .local/deploy.out)"
+	@echo "The server stays up for the UI at http://127.0.0.1:$(DEMO_PORT); 'make stop' ends it."
+
+stop:
+	$(PY) tools/local_prefect.py stop
+
+lint: venv
+	$(PY) -m black --check $(LINTED)
+	$(PY) -m pylint --fail-under=8.5 $(LINTED)
+
+test: lint
+	$(PY) -m pytest
+
+format: venv
+	$(PY) -m black $(LINTED)
+
+clean: stop
+	rm -rf .local $(VENV)

@@ -1,0 +1,87 @@
+"""The template's settings, each overridable by an environment variable FLOWS_<NAME>.
+
+They are read when a command runs (`Settings.from_environment()`), never at import
+time; `python3 flows/<flow>.py --help` lists them with their defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its default and the environment variable that overrides it."""
+
+    env_var: str
+    default: str
+    help: str
+
+
+SETTINGS = {
+    "docker_registry": Setting(
+        "FLOWS_DOCKER_REGISTRY",
+        "",
+        "registry the image is pulled from; empty means ghcr.io/<owner of origin>",
+    ),
+    "work_pool": Setting(
+        "FLOWS_WORK_POOL", "flows-docker", "work pool the deployments run on"
+    ),
+    "work_pool_type": Setting(
+        "FLOWS_WORK_POOL_TYPE",
+        "docker",
+        "type of the work pool when it has to be created (docker, or process "
+        "where no Docker daemon runs)",
+    ),
+    "storage_root": Setting(
+        "FLOWS_STORAGE_ROOT",
+        "~/.prefect/flow-storage",
+        "folder that holds the deployed copies of flows/",
+    ),
+    "repo_name": Setting(
+        "FLOWS_REPO_NAME",
+        "",
+        "repository name; empty means GITHUB_REPOSITORY, else origin's URL, "
+        "else the checkout's folder",
+    ),
+    "repo_name_marker": Setting(
+        "FLOWS_REPO_NAME_MARKER",
+        "-flows-",
+        "what separates {org}-{team} from the short name in the repository name",
+    ),
+    "main_branch": Setting(
+        "FLOWS_MAIN_BRANCH", "main", "the branch whose deployments are production"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Settings:  # pylint: disable=too-many-instance-attributes
+    """The settings in force: each from its environment variable, else its default."""
+
+    docker_registry: str
+    work_pool: str
+    work_pool_type: str
+    storage_root: str
+    repo_name: str
+    repo_name_marker: str
+    main_branch: str
+
+    @classmethod
+    def from_environment(cls, environ=None) -> "Settings":
+        """Read every setting once, now."""
+        environ = os.environ if environ is None else environ
+        values = {
+            field.name: environ.get(
+                SETTINGS[field.name].env_var, SETTINGS[field.name].default
+            ).strip()
+            for field in fields(cls)
+        }
+        return cls(**values)
+
+    @property
+    def storage_path(self) -> Path:
+        """The storage root as an absolute path."""
+        return Path(self.storage_root).expanduser().resolve()

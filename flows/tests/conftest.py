@@ -1,0 +1,110 @@
+"""Fixtures shared by the template's tests: a real Prefect API, and git checkouts.
+
+A test whose service cannot be started is skipped with the reason, unless
+REQUIRE_SERVICES=1 (set by .ci/run and GitHub Actions): then it fails.
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+# Prefect reads its settings when first imported: keep the tests' Prefect state out of
+# the user's ~/.prefect before anything imports it.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="flows-tests-prefect-home-")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+# pylint: disable=wrong-import-position,wrong-import-order,redefined-outer-name
+import pytest
+
+import local_prefect
+
+REPOSITORY_DIR = Path(__file__).resolve().parents[2]
+REPO_NAME = "acme-data-flows-demo"
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Flow Tester",
+    "GIT_AUTHOR_EMAIL": "tester@example.invalid",
+    "GIT_COMMITTER_NAME": "Flow Tester",
+    "GIT_COMMITTER_EMAIL": "tester@example.invalid",
+}
+
+
+def service_unavailable(reason: str):
+    """Skip the test, or fail it where services are required."""
+    if os.environ.get("REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required service unavailable: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start` on 127.0.0.1, for the whole session."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    try:
+        process, url = local_prefect.start_server(home, local_prefect.free_port())
+    except (OSError, RuntimeError) as error:
+        service_unavailable(f"Prefect server: {error}")
+    yield url
+    if process is not None:
+        local_prefect.stop_process(process)
+
+
+@pytest.fixture
+def prefect_api_url(prefect_server, monkeypatch):
+    """PREFECT_API_URL pointed at the session's server, in this process and children."""
+    # pylint: disable-next=import-outside-toplevel
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        yield prefect_server
+
+
+@pytest.fixture(autouse=True)
+def deploy_environment(tmp_path, monkeypatch):
+    """Settings of the tests' own, and none of the CI's branch variables."""
+    for variable in ("GITHUB_ACTIONS", "GITHUB_HEAD_REF", "GITHUB_REF_NAME"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable in ("GITHUB_REPOSITORY", "FLOWS_REPO_NAME", "FLOWS_DOCKER_REGISTRY"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("FLOWS_STORAGE_ROOT", str(tmp_path / "storage"))
+    monkeypatch.setenv("FLOWS_WORK_POOL", f"pool-{tmp_path.name[-20:]}".lower())
+    monkeypatch.setenv("FLOWS_WORK_POOL_TYPE", "docker")
+    for name, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(name, value)
+
+
+def git(checkout: Path, *arguments: str) -> str:
+    """Run git in `checkout`, failing the test on error."""
+    completed = subprocess.run(
+        ["git", *arguments],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **GIT_IDENTITY},
+    )
+    return completed.stdout.strip()
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    """A clone of a bare origin holding this template's flows/, on branch main, pushed."""
+    origin = tmp_path / "origin" / f"{REPO_NAME}.git"
+    origin.mkdir(parents=True)
+    git(origin, "init", "-q", "--bare", "-b", "main")
+    work = tmp_path / "work" / REPO_NAME
+    work.mkdir(parents=True)
+    git(work, "init", "-q", "-b", "main")
+    git(work, "remote", "add", "origin", str(origin))
+    shutil.copytree(
+        REPOSITORY_DIR / "flows",
+        work / "flows",
+        ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", "output"),
+    )
+    shutil.copy(REPOSITORY_DIR / ".prefectignore", work / ".prefectignore")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "flows from the template")
+    git(work, "push", "-q", "origin", "main")
+    return work

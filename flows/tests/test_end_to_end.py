@@ -1,0 +1,47 @@
+"""From `deploy` to a Completed run: real server, real worker, code from storage."""
+
+import os
+import subprocess
+import sys
+
+from conftest import git
+
+import local_prefect
+from deployer.repository import branch_slug
+
+
+def test_worker_runs_the_deployed_copy_to_completion(
+    checkout, prefect_api_url, tmp_path, monkeypatch
+):
+    """A process worker pulls the stored copy, not the checkout, and the run completes."""
+    monkeypatch.setenv("FLOWS_WORK_POOL_TYPE", "process")
+    git(checkout, "switch", "-q", "-c", "feature/e2e")
+    deployed = subprocess.run(
+        [sys.executable, "flows/example_flow.py", "deploy"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert deployed.returncode == 0, deployed.stderr
+    # The summary's first line: "Deployed <flow>/<deployment> as dev (<branch>), ..."
+    first_line = deployed.stdout.splitlines()[0]
+    deployment_name = first_line.removeprefix("Deployed ").split(" as ")[0]
+    slug = branch_slug("feature/e2e")
+    assert deployment_name == f"example-flow/demo | {slug} | example_flow"
+    # What runs must be the stored copy: break the checkout after deploying.
+    (checkout / "flows" / "example_flow.py").write_text("raise SystemExit(3)\n")
+
+    log_path = tmp_path / "worker.log"
+    flow_run = local_prefect.run_deployment_once(
+        deployment_name,
+        os.environ["FLOWS_WORK_POOL"],
+        prefect_api_url,
+        log_path,
+    )
+
+    log = log_path.read_text(encoding="utf-8")
+    assert flow_run.state.is_completed(), log
+    assert "Pulled code using block" in log
+    assert "Hello, world!" in log

@@ -1,0 +1,215 @@
+"""A local Prefect server and worker: the embedded default of `make demo` and the tests.
+
+    python3 tools/local_prefect.py start [--home DIR] [--port N]   # reuse or start
+    python3 tools/local_prefect.py stop  [--home DIR]
+    python3 tools/local_prefect.py run-deployment NAME --pool POOL  # one run, waited on
+
+The server listens on 127.0.0.1 only and keeps its SQLite database in --home.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+REPOSITORY_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_HOME = REPOSITORY_DIR / ".local" / "prefect"
+DEFAULT_PORT = 4200
+SERVER_START_TIMEOUT_SECONDS = 120
+RUN_TIMEOUT_SECONDS = 300
+PREFECT_EXECUTABLE = str(Path(sys.executable).parent / "prefect")
+
+
+def api_url(port: int) -> str:
+    """The API address of a local server on `port`."""
+    return f"http://127.0.0.1:{port}/api"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def is_healthy(url: str) -> bool:
+    """Whether a Prefect API answers its health check at `url`."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def quiet_environment(**overrides: str) -> dict[str, str]:
+    """The environment for Prefect processes here: no analytics (no internet)."""
+    return {
+        **os.environ,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
+        **overrides,
+    }
+
+
+def start_server(home: Path, port: int) -> tuple[subprocess.Popen | None, str]:
+    """Start a server keeping its state in `home`, or reuse one healthy on `port`.
+
+    Returns the process it started (None when reused) and the API address.
+    """
+    url = api_url(port)
+    if is_healthy(url):
+        return None, url
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "server.log", "ab") as log:
+        process = subprocess.Popen(  # pylint: disable=consider-using-with
+            [PREFECT_EXECUTABLE, "server", "start", "--host", "127.0.0.1"]
+            + ["--port", str(port)],
+            env=quiet_environment(PREFECT_HOME=str(home)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives `make demo`, until `make stop`
+        )
+    (home / "server.pid").write_text(str(process.pid), encoding="utf-8")
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
+    while not is_healthy(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process(process)
+            raise RuntimeError(
+                f"the Prefect server did not become healthy at {url}; "
+                f"see {home / 'server.log'}"
+            )
+        time.sleep(0.5)
+    return process, url
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Interrupt a Prefect process (twice, as it asks), then end its whole group."""
+    signals = ((signal.SIGINT, os.kill), (signal.SIGINT, os.kill))
+    signals += ((signal.SIGTERM, os.killpg), (signal.SIGKILL, os.killpg))
+    for sig, send in signals:
+        if process.poll() is not None:
+            return
+        try:
+            send(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=timeout / 4)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def stop_server(home: Path) -> bool:
+    """Stop the server started with this `home`; False when none was running."""
+    pid_file = home / "server.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text(encoding="utf-8"))
+    pid_file.unlink()
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+@contextmanager
+def running_worker(pool: str, url: str, log_path: Path) -> Iterator[None]:
+    """A worker of `pool` polling every second, stopped when the block ends."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen(  # pylint: disable=consider-using-with
+            [PREFECT_EXECUTABLE, "worker", "start", "--pool", pool],
+            env=quiet_environment(
+                PREFECT_API_URL=url,
+                PREFECT_WORKER_QUERY_SECONDS="1",
+                PREFECT_LOGGING_LEVEL="INFO",
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        yield
+    finally:
+        stop_process(worker)
+
+
+async def _run_and_wait(deployment_name: str, timeout: float):
+    # pylint: disable-next=import-outside-toplevel
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(deployment_name)
+        flow_run = await client.create_flow_run_from_deployment(deployment.id)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            flow_run = await client.read_flow_run(flow_run.id)
+            if flow_run.state is not None and flow_run.state.is_final():
+                break
+            await asyncio.sleep(1)
+        return flow_run
+
+
+def run_deployment_once(deployment_name: str, pool: str, url: str, log_path: Path):
+    """Start a worker, run the deployment once, wait for a final state, stop it."""
+    # pylint: disable=import-outside-toplevel
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        with running_worker(pool, url, log_path):
+            return asyncio.run(_run_and_wait(deployment_name, RUN_TIMEOUT_SECONDS))
+
+
+def main(arguments: list[str]) -> int:
+    """The command line above."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("command", choices=["start", "stop", "run-deployment"])
+    parser.add_argument("deployment", nargs="?", help="flow/deployment name")
+    parser.add_argument("--home", type=Path, default=DEFAULT_HOME)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--pool", help="work pool the worker serves")
+    options = parser.parse_args(arguments)
+    url = api_url(options.port)
+    if options.command == "start":
+        process, url = start_server(options.home, options.port)
+        verb = "started" if process else "already running"
+        print(f"Prefect server {verb}: {url} (UI http://127.0.0.1:{options.port})")
+    elif options.command == "stop":
+        stopped = stop_server(options.home)
+        print("Prefect server stopped" if stopped else "no Prefect server was running")
+    else:
+        if not options.deployment or not options.pool:
+            parser.error("run-deployment needs a deployment name and --pool")
+        log_path = options.home / "worker.log"
+        flow_run = run_deployment_once(options.deployment, options.pool, url, log_path)
+        state = flow_run.state.name if flow_run.state else "unknown"
+        print(f"Flow run {flow_run.name}: {state}")
+        print(f"  http://127.0.0.1:{options.port}/flow-runs/flow-run/{flow_run.id}")
+        print(f"  worker log: {log_path}")
+        return 0 if state == "Completed" else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
