@@ -189,7 +189,7 @@ def main(arguments: list[str]) -> int:
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--pool", help="work pool the worker serves")
-    options = parser.parse_args(arguments)
+    options = parser.parse_intermixed_args(arguments)
     url = api_url(options.port)
     if options.command == "start":
         process, url = start_server(options.home, options.port)

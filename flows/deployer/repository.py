@@ -81,10 +81,10 @@ def _repository_name(
         return settings.repo_name
     if environ.get("GITHUB_REPOSITORY"):
         return environ["GITHUB_REPOSITORY"].rsplit("/", 1)[-1]
-    if origin_url:
-        name = re.split(r"[/:]", origin_url.rstrip("/"))[-1]
-        return name.removesuffix(".git") or top_level.name
-    return top_level.name
+    # The last path part of any URL form: https://host/o/r.git, git@host:o/r, /a/r/.
+    parts = [p for p in re.split(r"[/:\\]", origin_url or "") if p not in ("", ".")]
+    name = parts[-1].removesuffix(".git") if parts else ""
+    return name or top_level.name
 
 
 def _current_branch(cwd: Path, environ: Mapping) -> str:

@@ -14,7 +14,8 @@ from deploy_helpers import (
 )
 
 from deployer import prefect_api
-from deployer.repository import branch_slug
+from deployer.repository import branch_slug, read_repository
+from deployer.settings import Settings
 
 EXPECTED_FILES = [
     "deployer/__init__.py",
@@ -207,3 +208,19 @@ def test_branch_slugs_do_not_collide():
     """Branches that differ only in their unsafe characters get different slugs."""
     branches = ["feature/x", "feature-x", "feature_x", "feature//x", "feature&x"]
     assert len({branch_slug(branch) for branch in branches}) == len(branches)
+
+
+@pytest.mark.parametrize(
+    "origin_url",
+    [
+        "https://github.com/acme/acme-data-flows-demo.git",
+        "git@github.com:acme/acme-data-flows-demo.git",
+        "ssh://git@example.org:22/acme/acme-data-flows-demo/",
+        "/srv/git/acme-data-flows-demo/.",
+    ],
+)
+def test_repository_name_from_any_origin_url(checkout, origin_url):
+    """The repository name is the last part of origin's URL, whatever its form."""
+    git(checkout, "remote", "set-url", "origin", origin_url)
+    repository = read_repository(checkout, Settings.from_environment())
+    assert repository.name == REPO_NAME
