@@ -1,4 +1,6 @@
 # The one task runner: README, .ci/run and GitHub Actions call these targets only.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
