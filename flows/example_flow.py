@@ -1,27 +1,194 @@
-"""# Example flow
+"""# Nightly university extract
 
-The smallest complete flow of this template: one task, one flow, and the command line
-at the bottom that deploys it (`python3 flows/example_flow.py deploy`) or runs it here
-(`python3 flows/example_flow.py run --param name=Ada`).
+Reads four queries from the student database, shapes each with pandas, and delivers
+four CSV files to the partner: a roster of active students, one term's course
+enrollment, grade point averages by term, and headcounts by program.
+
+- `env=dev` (the default) needs no configuration: it reads the SQLite sample database
+  and writes to a local folder (`flows/output/dev`, or FLOWS_OUTPUT_DIR), printed at
+  the end of the run.
+- `env=prod` reads the database of block `example-database-prod` and delivers to the
+  SFTP server of block `example-sftp-prod`.
+
+The four pipelines run concurrently: each task is submitted, and Prefect starts a task
+as soon as the tasks it needs are done. One flow, four files, the time of the slowest.
+Run it here with `python3 flows/example_flow.py run --param env=dev`.
 """
 
-from prefect import flow, get_run_logger, task
+from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+import connections
 import util
+from database import query_dataframe
+from delivery import deliver_frame
+
+SYSTEM = "example"
+GRADE_POINTS = {
+    "A": 4.0,
+    "A-": 3.7,
+    "B+": 3.3,
+    "B": 3.0,
+    "B-": 2.7,
+    "C+": 2.3,
+    "C": 2.0,
+    "C-": 1.7,
+    "D": 1.0,
+    "F": 0.0,
+}
+PASSING_GRADE_POINTS = 1.0
 
 
 @task
-def build_greeting(name: str, repeat: int) -> str:
-    """A pure function as a task: easy to test, retried and logged by Prefect."""
-    return " ".join([f"Hello, {name}!"] * repeat)
+def format_student_roster(students: pd.DataFrame) -> pd.DataFrame:
+    """One line per student as the partner's roster wants it: full name, clean email."""
+    roster = pd.DataFrame(
+        {
+            "student_id": students["student_id"],
+            "full_name": students["last_name"] + ", " + students["first_name"],
+            "email": students["email"].str.strip().str.lower(),
+            "program": students["program"],
+            "entry_year": students["entry_year"],
+        }
+    )
+    return roster.sort_values(["full_name", "student_id"], ignore_index=True)
+
+
+@task
+def summarize_course_enrollment(enrollments: pd.DataFrame) -> pd.DataFrame:
+    """Per course of the term: students enrolled, graded, and the pass rate of graded."""
+    points = enrollments["grade"].map(GRADE_POINTS)
+    frame = enrollments.assign(points=points, passed=points >= PASSING_GRADE_POINTS)
+    summary = frame.groupby(["course_code", "course_title"], as_index=False).agg(
+        enrolled=("student_id", "count"),
+        graded=("points", "count"),
+        passed=("passed", "sum"),
+        average_grade_points=("points", "mean"),
+    )
+    summary["pass_rate"] = (summary["passed"] / summary["graded"]).round(3)
+    summary["average_grade_points"] = summary["average_grade_points"].round(2)
+    return summary
+
+
+@task
+def compute_term_gpa(graded: pd.DataFrame) -> pd.DataFrame:
+    """Credit-weighted GPA per student and term; withdrawals (W) count for nothing."""
+    frame = graded.assign(points=graded["grade"].map(GRADE_POINTS)).dropna(
+        subset=["points"]
+    )
+    frame = frame.assign(
+        quality_points=frame["points"] * frame["credits"],
+        credits_earned=frame["credits"].where(
+            frame["points"] >= PASSING_GRADE_POINTS, 0
+        ),
+    )
+    gpa = frame.groupby(["student_id", "term"], as_index=False).agg(
+        credits_attempted=("credits", "sum"),
+        credits_earned=("credits_earned", "sum"),
+        quality_points=("quality_points", "sum"),
+    )
+    gpa["gpa"] = (gpa["quality_points"] / gpa["credits_attempted"]).round(2)
+    return gpa.drop(columns="quality_points")
+
+
+@task
+def count_program_headcount(students: pd.DataFrame) -> pd.DataFrame:
+    """Students per program and entry year, one column per status, with a total."""
+    counts = pd.crosstab(
+        [students["program"], students["entry_year"]], students["status"]
+    )
+    counts["total"] = counts.sum(axis=1)
+    return counts.reset_index().rename_axis(columns=None)
+
+
+@dataclass(frozen=True)
+class Extract:
+    """One query, the pandas step that shapes its result, and the file it becomes."""
+
+    query: str
+    transform: Callable
+    file_name: str
+
+
+def extracts_for(term: str) -> dict[str, tuple[Extract, dict]]:
+    """The four extracts of one night, each with its query parameters."""
+    return {
+        "roster": (
+            Extract("sql/students_by_status.sql", format_student_roster, "roster.csv"),
+            {"status": "active"},
+        ),
+        "enrollment": (
+            Extract(
+                "sql/term_enrollments.sql",
+                summarize_course_enrollment,
+                f"course_enrollment_{term}.csv",
+            ),
+            {"term": term},
+        ),
+        "gpa": (
+            Extract("sql/graded_enrollments.sql", compute_term_gpa, "term_gpa.csv"),
+            {"term": term},
+        ),
+        "headcount": (
+            Extract(
+                "sql/program_students.sql",
+                count_program_headcount,
+                "program_headcount.csv",
+            ),
+            {},
+        ),
+    }
+
+
+def run_extracts(source, sink, extracts: dict[str, tuple[Extract, dict]]) -> list:
+    """Submit every extract's query, shaping and delivery; wait for all of them.
+
+    A failed extract does not stop the others: their files are still delivered, and
+    the run then fails naming the files that were not.
+    """
+    deliveries = {}
+    for extract, parameters in extracts.values():
+        frame = query_dataframe.submit(source, extract.query, parameters)
+        shaped = extract.transform.submit(frame)
+        deliveries[extract.file_name] = deliver_frame.submit(
+            sink, shaped, extract.file_name
+        )
+    states = {name: future.wait() for name, future in deliveries.items()}
+    missing = [name for name, state in states.items() if not state.is_completed()]
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} of {len(states)} files not delivered: {', '.join(missing)}"
+            " (see the failed tasks above)"
+        )
+    return [state.result() for state in states.values()]
 
 
 @flow
-def example_flow(name: str = "world", repeat: int = 1) -> str:
-    """Greets `name`; if this run failed, nothing outside Prefect was touched."""
-    greeting = build_greeting(name, repeat)
-    get_run_logger().info(greeting)
-    return greeting
+def example_flow(env: Literal["dev", "prod"] = "dev", term: str = "2024-08") -> dict:
+    """Nightly extract of the student database to the partner's four CSV files.
+
+    If it failed: each file is delivered whole or not at all, so a rerun is safe. A
+    failed task's log names the file, the query and the server it was talking to.
+    """
+    source = connections.database_for(SYSTEM, env)
+    sink = connections.sink_for(SYSTEM, env)
+    reports = run_extracts(source, sink, extracts_for(term))
+    create_table_artifact(
+        key=f"{SYSTEM}-deliveries-{env}",
+        table=[vars(report) for report in reports],
+        description=f"Files delivered by the {env} run for term {term}",
+    )
+    for report in reports:
+        get_run_logger().info(
+            "%s: %d rows at %s", report.file, report.rows, report.location
+        )
+    return {report.file: report.rows for report in reports}
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from services import free_port
 
 REPOSITORY_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_HOME = REPOSITORY_DIR / ".local" / "prefect"
@@ -33,13 +34,6 @@ PREFECT_EXECUTABLE = str(Path(sys.executable).parent / "prefect")
 def api_url(port: int) -> str:
     """The API address of a local server on `port`."""
     return f"http://127.0.0.1:{port}/api"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def is_healthy(url: str) -> bool:

@@ -30,6 +30,7 @@ def _import_flow_module(flow_path: Path):
         f"_flows_{flow_path.stem}_{digest}", flow_path
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look modules up there
     try:
         spec.loader.exec_module(module)
     except Exception as error:  # any failure of the user's module is theirs to fix

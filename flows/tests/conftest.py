@@ -19,6 +19,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 import pytest
 
 import local_prefect
+import services
+from services import free_port
 
 REPOSITORY_DIR = Path(__file__).resolve().parents[2]
 REPO_NAME = "acme-data-flows-demo"
@@ -38,11 +40,61 @@ def service_unavailable(reason: str):
 
 
 @pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL 15 on 127.0.0.1 for the whole session."""
+    try:
+        with services.running_postgres() as server:
+            yield server
+    except services.ServiceUnavailable as error:
+        service_unavailable(str(error))
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    """A real OpenSSH sshd on 127.0.0.1 for the whole session (tests must not kill it)."""
+    try:
+        with services.running_sshd() as server:
+            yield server
+    except services.ServiceUnavailable as error:
+        service_unavailable(str(error))
+
+
+@pytest.fixture
+def own_sshd():
+    """A real sshd of this test's own, which it may kill and restart."""
+    try:
+        with services.running_sshd() as server:
+            yield server
+    except services.ServiceUnavailable as error:
+        service_unavailable(str(error))
+
+
+def sftp_connection_to(server, remote_dir: str, **overrides):
+    """An SftpConnection block (unsaved) to `server`, logging in with its client key."""
+    # pylint: disable-next=import-outside-toplevel
+    from prefect.blocks.system import Secret
+
+    # pylint: disable-next=import-outside-toplevel
+    from sftp import SftpConnection
+
+    settings = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "username": server.user,
+        "private_key": Secret(value=server.client_key),
+        "known_hosts": server.known_hosts_line,
+        "remote_dir": remote_dir,
+        "timeout_seconds": 10,
+    }
+    return SftpConnection(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
     """A real `prefect server start` on 127.0.0.1, for the whole session."""
     home = tmp_path_factory.mktemp("prefect-server")
     try:
-        process, url = local_prefect.start_server(home, local_prefect.free_port())
+        process, url = local_prefect.start_server(home, free_port())
     except (OSError, RuntimeError) as error:
         service_unavailable(f"Prefect server: {error}")
     yield url

@@ -11,6 +11,7 @@ from conftest import git
 from deploy_helpers import count_deployments, run_command_line
 
 import local_prefect
+from services import free_port
 
 
 def modify_tracked_file(checkout):
@@ -130,7 +131,7 @@ def test_unreachable_api_names_the_address(checkout, capsys, monkeypatch):
     # pylint: disable-next=import-outside-toplevel
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    url = local_prefect.api_url(local_prefect.free_port())
+    url = local_prefect.api_url(free_port())
     monkeypatch.setenv("PREFECT_API_URL", url)
     git(checkout, "switch", "-q", "-c", "feature/offline")
     with temporary_settings(updates={PREFECT_API_URL: url}):

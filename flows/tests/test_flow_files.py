@@ -5,6 +5,7 @@ A two-line check per file that catches most broken deployments before they ship.
 
 import ast
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ def test_flow_file_defines_its_flow(file_name, function_name):
         f"_integrity_{Path(file_name).stem}", FLOWS_DIR / file_name
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     assert isinstance(getattr(module, function_name), Flow)
     assert getattr(module, function_name).description, "write a docstring for the UI"

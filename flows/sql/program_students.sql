@@ -1,0 +1,3 @@
+-- One row per student: program, entry year and status, for headcounts.
+SELECT program, entry_year, status
+FROM students

@@ -1,0 +1,221 @@
+"""Throw-away PostgreSQL and OpenSSH servers on 127.0.0.1, for the tests and benchmarks.
+
+Each is a context manager that starts the real server in a temporary folder, waits
+until it answers (bounded in time), yields how to reach it, and stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+SSHD = Path("/usr/sbin/sshd")
+START_TIMEOUT_SECONDS = 60
+
+
+class ServiceUnavailable(RuntimeError):
+    """The server is not installed here, or did not start in time."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _run(command: list[str], user: str | None = None, **kwargs) -> None:
+    if user is not None:
+        command = ["runuser", "-u", user, "--", *command]
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=START_TIMEOUT_SECONDS, **kwargs
+    )
+    if completed.returncode != 0:
+        raise ServiceUnavailable(
+            f"{' '.join(command[:4])} failed: {completed.stderr.strip()[-500:]}"
+        )
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """A running PostgreSQL: its port, its superuser and password."""
+
+    port: int
+    user: str
+    password: str
+    database: str = "postgres"
+
+    def url(self, driver: str = "postgresql+psycopg2", password: bool = True) -> str:
+        """A SQLAlchemy URL, with or without the password."""
+        secret = f":{self.password}" if password else ""
+        return f"{driver}://{self.user}{secret}@127.0.0.1:{self.port}/{self.database}"
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[Postgres]:
+    """initdb into a temporary folder, start on 127.0.0.1, stop and remove at the end.
+
+    As root the server runs as the `postgres` user, as PostgreSQL insists.
+    """
+    if not (POSTGRES_BIN / "initdb").exists():
+        raise ServiceUnavailable(f"PostgreSQL is not installed ({POSTGRES_BIN})")
+    run_as = "postgres" if os.geteuid() == 0 else None
+    folder = Path(tempfile.mkdtemp(prefix="flows-postgres-"))
+    server = Postgres(port=free_port(), user="flows", password="flows-test-password")
+    try:
+        if run_as:
+            entry = pwd.getpwnam(run_as)
+            os.chown(folder, entry.pw_uid, entry.pw_gid)
+        password_file = folder / "password"
+        password_file.write_text(server.password, encoding="utf-8")
+        if run_as:
+            os.chown(password_file, entry.pw_uid, entry.pw_gid)
+        data = folder / "data"
+        _run(
+            [str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", server.user]
+            + ["--auth=scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8"],
+            user=run_as,
+        )
+        options = f"-c listen_addresses=127.0.0.1 -p {server.port} -k {folder}"
+        options += " -c fsync=off -c full_page_writes=off"  # a throw-away database
+        _run(
+            [str(POSTGRES_BIN / "pg_ctl"), "-D", str(data), "-o", options]
+            + ["-l", str(folder / "log"), "-w", "-t", str(START_TIMEOUT_SECONDS)]
+            + ["start"],
+            user=run_as,
+        )
+        try:
+            yield server
+        finally:
+            _run(
+                [str(POSTGRES_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+                user=run_as,
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Sshd:
+    """A running sshd: where it listens, whom it lets in, and the keys involved."""
+
+    port: int
+    user: str
+    folder: Path
+    client_key: str
+    known_hosts_line: str
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        """Kill the server and every session it serves, as a crash would."""
+        _kill_tree(self.process.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+
+def _kill_tree(pid: int) -> None:
+    children = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    for child in children:
+        _kill_tree(int(child))
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for_banner(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceUnavailable(f"sshd exited with status {process.returncode}")
+        with contextlib.suppress(OSError):
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if sock.recv(4).startswith(b"SSH-"):
+                    return
+        time.sleep(0.1)
+    raise ServiceUnavailable(f"sshd did not answer on 127.0.0.1:{port}")
+
+
+def _keygen(path: Path) -> None:
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)])
+
+
+def start_sshd(folder: Path, port: int | None = None) -> Sshd:
+    """Start OpenSSH's sshd in the foreground (-D), keys and config in `folder`.
+
+    Called again with the same folder and port it restarts the same server: the
+    same host key, as after a crash.
+    """
+    if not SSHD.exists():
+        raise ServiceUnavailable(f"OpenSSH's sshd is not installed ({SSHD})")
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "host_key").exists():
+        _keygen(folder / "host_key")
+        _keygen(folder / "client_key")
+        shutil.copy(folder / "client_key.pub", folder / "authorized_keys")
+        (folder / "port").write_text(str(port or free_port()), encoding="utf-8")
+    port = int((folder / "port").read_text(encoding="utf-8"))
+    config = folder / "sshd_config"
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {folder / 'host_key'}",
+                f"PidFile {folder / 'sshd.pid'}",
+                f"AuthorizedKeysFile {folder / 'authorized_keys'}",
+                "PasswordAuthentication yes",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "PermitRootLogin yes",
+                "StrictModes no",
+                "Subsystem sftp internal-sftp",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation needs it, as root
+    process = subprocess.Popen(  # pylint: disable=consider-using-with
+        [str(SSHD), "-D", "-e", "-f", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "sshd.log", "ab"),  # pylint: disable=consider-using-with
+        stdin=subprocess.DEVNULL,
+    )
+    _wait_for_banner(port, process)
+    host_key = (folder / "host_key.pub").read_text(encoding="utf-8").split()
+    return Sshd(
+        port=port,
+        user=getpass.getuser(),
+        folder=folder,
+        client_key=(folder / "client_key").read_text(encoding="utf-8"),
+        known_hosts_line=f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}",
+        process=process,
+    )
+
+
+@contextlib.contextmanager
+def running_sshd() -> Iterator[Sshd]:
+    """A real sshd on 127.0.0.1 with a fresh host key and one authorized client key."""
+    folder = Path(tempfile.mkdtemp(prefix="flows-sshd-"))
+    server = start_sshd(folder)
+    try:
+        yield server
+    finally:
+        server.stop()
+        # A test may have restarted it: that sshd wrote its pid here.
+        with contextlib.suppress(OSError, ValueError):
+            _kill_tree(int((folder / "sshd.pid").read_text(encoding="utf-8")))
+        shutil.rmtree(folder, ignore_errors=True)
