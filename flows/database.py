@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Optional
 
@@ -100,6 +102,9 @@ def iterate_query_frames(
     large the result; databases without one (SQLite) still return chunks.
     """
     engine = _engine_of(source)
+    if engine.dialect.name == "postgresql":
+        yield from _postgres_frames(engine, query, parameters, chunk_rows)
+        return
     with engine.connect() as connection:
         streaming = connection.execution_options(
             stream_results=True, max_row_buffer=chunk_rows
@@ -135,23 +140,77 @@ def copy_query_as_csv(
     return rows
 
 
-def _postgres_copy(connection, query, parameters, destination) -> int:
-    # COPY takes no bind parameters: the driver quotes each value as a literal, just
-    # as it does for an ordinary bound query. SQLAlchemy turns `:name` into `%(name)s`.
+def _bound_postgres_query(cursor, query: str, parameters) -> str:
+    """The query with its parameters as quoted literals, for COPY (which binds none).
+
+    The driver quotes each value exactly as it does for an ordinary bound query;
+    SQLAlchemy first turns `:name` markers into the driver's `%(name)s`.
+    """
     statement = str(_statement(query).compile(dialect=psycopg2.dialect()))
+    return cursor.mogrify(statement.strip().rstrip(";"), parameters or {}).decode()
+
+
+def _copy_statement(bound_query: str) -> str:
+    return f"COPY ({bound_query}) TO STDOUT WITH (FORMAT csv, HEADER)"
+
+
+def _postgres_copy(connection, query, parameters, destination) -> int:
     with connection.connection.driver_connection.cursor() as cursor:
-        bound = cursor.mogrify(statement.strip().rstrip(";"), parameters or {})
-        cursor.copy_expert(
-            f"COPY ({bound.decode()}) TO STDOUT WITH (FORMAT csv, HEADER)", destination
-        )
+        bound = _bound_postgres_query(cursor, query, parameters)
+        cursor.copy_expert(_copy_statement(bound), destination)
         return cursor.rowcount
+
+
+def _postgres_frames(engine, query, parameters, chunk_rows) -> Iterator[pd.DataFrame]:
+    """Frames from COPY's CSV, parsed by Arrow while the database still sends.
+
+    COPY writes into a pipe from a thread (psycopg2 waits on the network without the
+    GIL); Arrow's reader parses from the other end in C++. Memory: one chunk, plus
+    the pipe.
+    """
+    # Arrow costs about 40 MB once imported: only the paths that use it load it.
+    import arrow_csv  # pylint: disable=import-outside-toplevel
+
+    with engine.connect() as connection:
+        cursor = connection.connection.driver_connection.cursor()
+        bound = _bound_postgres_query(cursor, query, parameters)
+        cursor.execute(f"SELECT * FROM ({bound}) AS result LIMIT 0")
+        column_types = {
+            column.name: arrow_csv.arrow_type_of_postgres(column.type_code)
+            for column in cursor.description
+        }
+        read_end, write_end = os.pipe()
+        failures = []
+
+        def produce():
+            try:
+                with os.fdopen(write_end, "wb", STREAM_BUFFER_BYTES) as pipe:
+                    cursor.copy_expert(_copy_statement(bound), pipe)
+            except Exception as error:  # pylint: disable=broad-exception-caught
+                failures.append(error)  # re-raised below, in the caller's thread
+
+        producer = threading.Thread(target=produce, name="postgres-copy", daemon=True)
+        producer.start()
+        try:
+            with os.fdopen(read_end, "rb") as pipe:
+                yield from arrow_csv.read_csv_frames(pipe, column_types, chunk_rows)
+        except Exception as error:
+            producer.join()
+            if failures:  # the database's error is the one that explains this
+                raise failures[0] from error
+            raise
+        finally:
+            producer.join()
+            cursor.close()
+        if failures:
+            raise failures[0]
 
 
 def _stream_rows(connection, query, parameters, destination) -> int:
     wrapper = io.TextIOWrapper(
         destination, encoding="utf-8", newline="", write_through=True
     )
-    writer = csv.writer(wrapper)
+    writer = csv.writer(wrapper, lineterminator="\n")  # as COPY and pandas write
     result = connection.execution_options(stream_results=True).execute(
         _statement(query), parameters or {}
     )

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import random
-import sqlite3
 from pathlib import Path
+
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text, create_engine
+from sqlalchemy.engine import Engine
 
 SEED = 2024
 STUDENT_COUNT = 400
@@ -33,23 +35,38 @@ COURSES = (
     ("PHYS150", "Mechanics", "Physics", 4),
     ("STAT200", "Statistics", "Mathematics", 3),
 )
-SCHEMA = """
-CREATE TABLE students (
-    student_id INTEGER PRIMARY KEY, first_name TEXT NOT NULL, last_name TEXT NOT NULL,
-    email TEXT NOT NULL, program TEXT NOT NULL, entry_year INTEGER NOT NULL,
-    status TEXT NOT NULL
-);
-CREATE TABLE courses (
-    course_id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE, title TEXT NOT NULL,
-    department TEXT NOT NULL, credits INTEGER NOT NULL
-);
-CREATE TABLE enrollments (
-    enrollment_id INTEGER PRIMARY KEY,
-    student_id INTEGER NOT NULL REFERENCES students (student_id),
-    course_id INTEGER NOT NULL REFERENCES courses (course_id),
-    term TEXT NOT NULL, grade TEXT
-);
-"""
+METADATA = MetaData()
+TABLES = {
+    "students": Table(
+        "students",
+        METADATA,
+        Column("student_id", Integer, primary_key=True),
+        Column("first_name", Text, nullable=False),
+        Column("last_name", Text, nullable=False),
+        Column("email", Text, nullable=False),
+        Column("program", Text, nullable=False),
+        Column("entry_year", Integer, nullable=False),
+        Column("status", Text, nullable=False),
+    ),
+    "courses": Table(
+        "courses",
+        METADATA,
+        Column("course_id", Integer, primary_key=True),
+        Column("code", Text, nullable=False, unique=True),
+        Column("title", Text, nullable=False),
+        Column("department", Text, nullable=False),
+        Column("credits", Integer, nullable=False),
+    ),
+    "enrollments": Table(
+        "enrollments",
+        METADATA,
+        Column("enrollment_id", Integer, primary_key=True),
+        Column("student_id", ForeignKey("students.student_id"), nullable=False),
+        Column("course_id", ForeignKey("courses.course_id"), nullable=False),
+        Column("term", Text, nullable=False),
+        Column("grade", Text),
+    ),
+}
 
 
 def sample_rows(seed: int = SEED) -> dict[str, list[tuple]]:
@@ -77,8 +94,18 @@ def sample_rows(seed: int = SEED) -> dict[str, list[tuple]]:
     return {"students": students, "courses": courses, "enrollments": enrollments}
 
 
+def load_sample_data(engine: Engine) -> None:
+    """Create the three tables in `engine`'s database and fill them."""
+    with engine.begin() as connection:
+        METADATA.create_all(connection)
+        for name, rows in sample_rows().items():
+            table = TABLES[name]
+            keys = [column.name for column in table.columns]
+            connection.execute(table.insert(), [dict(zip(keys, row)) for row in rows])
+
+
 def ensure_sample_database(path: Path) -> Path:
-    """Create the sample database at `path` unless it is there; its path.
+    """Create the SQLite sample database at `path` unless it is there; its path.
 
     It is built under a temporary name and renamed, so a run never sees half of it.
     """
@@ -87,14 +114,12 @@ def ensure_sample_database(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
     partial.unlink(missing_ok=True)
+    engine = create_engine(f"sqlite:///{partial}")
     try:
-        with sqlite3.connect(partial) as connection:
-            connection.executescript(SCHEMA)
-            for table, rows in sample_rows().items():
-                markers = ", ".join("?" * len(rows[0]))
-                connection.executemany(f"INSERT INTO {table} VALUES ({markers})", rows)
-        connection.close()
+        load_sample_data(engine)
+        engine.dispose()
         os.replace(partial, path)
     finally:
+        engine.dispose()
         partial.unlink(missing_ok=True)
     return path

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from services import free_port
 
 REPOSITORY_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_HOME = REPOSITORY_DIR / ".local" / "prefect"

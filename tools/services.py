@@ -40,7 +40,12 @@ def _run(command: list[str], user: str | None = None, **kwargs) -> None:
     if user is not None:
         command = ["runuser", "-u", user, "--", *command]
     completed = subprocess.run(
-        command, capture_output=True, text=True, timeout=START_TIMEOUT_SECONDS, **kwargs
+        command,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_SECONDS,
+        check=False,
+        **kwargs,
     )
     if completed.returncode != 0:
         raise ServiceUnavailable(
@@ -57,10 +62,11 @@ class Postgres:
     password: str
     database: str = "postgres"
 
-    def url(self, driver: str = "postgresql+psycopg2", password: bool = True) -> str:
-        """A SQLAlchemy URL, with or without the password."""
+    def url(self, password: bool = True, database: str | None = None) -> str:
+        """A SQLAlchemy URL (psycopg2), with or without the password."""
         secret = f":{self.password}" if password else ""
-        return f"{driver}://{self.user}{secret}@127.0.0.1:{self.port}/{self.database}"
+        name = database or self.database
+        return f"postgresql+psycopg2://{self.user}{secret}@127.0.0.1:{self.port}/{name}"
 
 
 @contextlib.contextmanager

@@ -1,0 +1,106 @@
+"""CSV in and out of pandas through Apache Arrow's C++ reader and writer.
+
+pandas' own read_sql and to_csv spend seconds per million rows formatting values one
+by one in Python; Arrow does the same work in C++ about five times faster. The CSV it
+writes: a header (names quoted only where needed), strings always quoted, numbers
+bare, missing values empty, times as `YYYY-MM-DD HH:MM:SS` (with the fraction only
+where a column has one).
+"""
+
+from __future__ import annotations
+
+import csv as stdlib_csv
+import io
+from typing import BinaryIO, Iterable, Iterator
+
+import pandas as pd
+import pyarrow as pa
+from pyarrow import csv
+
+READ_BLOCK_BYTES = 1 << 20
+# PostgreSQL type OIDs and the Arrow type their CSV text is read as; any other type is
+# read as text. numeric becomes float64, as most pandas code expects.
+POSTGRES_ARROW_TYPES = {
+    16: pa.bool_(),
+    20: pa.int64(),
+    21: pa.int64(),
+    23: pa.int64(),
+    700: pa.float64(),
+    701: pa.float64(),
+    1700: pa.float64(),
+    1082: pa.date32(),
+    1114: pa.timestamp("us"),
+    1184: pa.timestamp("us", tz="UTC"),
+}
+
+
+def arrow_type_of_postgres(type_oid: int) -> pa.DataType:
+    """The Arrow type to read a PostgreSQL column's CSV text as."""
+    return POSTGRES_ARROW_TYPES.get(type_oid, pa.string())
+
+
+def _whole_seconds(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A timestamp column without fractions is written without `.000000`."""
+    try:  # a safe cast refuses to drop a fraction
+        return column.cast(pa.timestamp("s", column.type.tz))
+    except pa.ArrowInvalid:
+        return column
+
+
+def frame_to_table(frame: pd.DataFrame) -> pa.Table:
+    """A DataFrame as an Arrow table ready to write."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for index, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type):
+            column = _whole_seconds(table.column(index))
+            table = table.set_column(index, field.name, column)
+    return table
+
+
+def write_frames_as_csv(frames: Iterable[pd.DataFrame], stream: BinaryIO) -> int:
+    """Write `frames` to `stream` as one CSV with one header; rows written."""
+    rows = 0
+    without_header = csv.WriteOptions(include_header=False)
+    for index, frame in enumerate(frames):
+        if index == 0:  # quoted only where a name needs it, as people write headers
+            header = io.StringIO()
+            stdlib_csv.writer(header, lineterminator="\n").writerow(frame.columns)
+            stream.write(header.getvalue().encode())
+        csv.write_csv(frame_to_table(frame), stream, write_options=without_header)
+        rows += len(frame)
+    return rows
+
+
+def read_csv_frames(
+    stream: BinaryIO, column_types: dict[str, pa.DataType], chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """DataFrames of at most `chunk_rows` rows from a CSV stream with a header.
+
+    Values are converted to `column_types`; an empty unquoted value is missing, a
+    quoted empty string stays an empty string (PostgreSQL's CSV convention).
+    """
+    reader = csv.open_csv(
+        stream,
+        read_options=csv.ReadOptions(block_size=READ_BLOCK_BYTES),
+        convert_options=csv.ConvertOptions(
+            column_types=column_types,
+            true_values=["t", "true"],
+            false_values=["f", "false"],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    yielded = False
+    for batch in reader:
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        while pending_rows >= chunk_rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, chunk_rows).to_pandas()
+            yielded = True
+            rest = table.slice(chunk_rows)
+            pending, pending_rows = rest.to_batches(), rest.num_rows
+    if pending_rows or not yielded:
+        yield pa.Table.from_batches(pending, schema=reader.schema).to_pandas()

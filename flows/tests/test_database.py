@@ -1,0 +1,119 @@
+"""The SQL source against a real PostgreSQL and SQLite: bound parameters, streaming."""
+
+import io
+
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+from prefect.blocks.system import Secret
+from sqlalchemy import create_engine, inspect, text
+
+import database
+from database import DatabaseConnection
+
+ROWS = [(1, "Ada", 1815), (2, 'Grace, "Amazing"', 1906), (3, "Alan", 1912)]
+HOSTILE = "'; DROP TABLE people; --"
+
+
+def fill_people(engine) -> None:
+    """A small table `people` with a comma and quotes in one value."""
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS people"))
+        connection.execute(
+            text("CREATE TABLE people (id INTEGER, name TEXT, born INTEGER)")
+        )
+        connection.execute(
+            text("INSERT INTO people VALUES (:id, :name, :born)"),
+            [{"id": i, "name": n, "born": b} for i, n, b in ROWS],
+        )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    """The same table in SQLite and in a real PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'people.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres").url()
+    engine = create_engine(url)
+    fill_people(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_query_with_bound_parameters(engine):
+    """`:name` parameters are bound, and the result is a DataFrame."""
+    frame = database.query_dataframe.fn(
+        engine,
+        "SELECT id, name FROM people WHERE born > :year ORDER BY id",
+        {"year": 1900},
+    )
+    expected = pd.DataFrame({"id": [2, 3], "name": ['Grace, "Amazing"', "Alan"]})
+    assert_frame_equal(frame, expected)
+
+
+def test_hostile_parameter_is_only_a_value(engine):
+    """A value that is SQL matches nothing and drops nothing, in every path."""
+    query = "SELECT id FROM people WHERE name = :name"
+    assert database.query_dataframe.fn(engine, query, {"name": HOSTILE}).empty
+    assert [
+        len(f) for f in database.iterate_query_frames(engine, query, {"name": HOSTILE})
+    ] == [0]
+    csv = io.BytesIO()
+    assert database.copy_query_as_csv(engine, query, csv, {"name": HOSTILE}) == 0
+    assert csv.getvalue().decode().splitlines() == ["id"]
+    assert "people" in inspect(engine).get_table_names()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM people")).scalar() == 3
+
+
+def test_chunks_stay_within_their_size(engine):
+    """A stream of chunks of at most chunk_rows rows, together the whole result."""
+    frames = list(
+        database.iterate_query_frames(
+            engine, "SELECT * FROM people ORDER BY id", chunk_rows=2
+        )
+    )
+    assert [len(frame) for frame in frames] == [2, 1]
+    assert pd.concat(frames)["id"].tolist() == [1, 2, 3]
+
+
+def test_copy_writes_exact_csv(engine):
+    """The fast path writes a header and quoted values, the same on both databases."""
+    destination = io.BytesIO()
+    rows = database.copy_query_as_csv(
+        engine,
+        "SELECT id, name, born FROM people WHERE id >= :first ORDER BY id",
+        destination,
+        {"first": 1},
+    )
+    assert rows == 3
+    assert destination.getvalue().decode() == (
+        'id,name,born\n1,Ada,1815\n2,"Grace, ""Amazing""",1906\n3,Alan,1912\n'
+    )
+
+
+def test_query_from_a_sql_file(tmp_path):
+    """`sql/<file>.sql` reads flows/sql/; a name outside that folder is refused."""
+    sample = f"sqlite:///{tmp_path / 's.sqlite'}"
+    from sample_data import ensure_sample_database  # pylint: disable=C0415
+
+    ensure_sample_database(tmp_path / "s.sqlite")
+    frame = database.query_dataframe.fn(
+        create_engine(sample), "sql/students_by_status.sql", {"status": "active"}
+    )
+    assert len(frame) > 0 and list(frame.columns)[0] == "student_id"
+    with pytest.raises(FileNotFoundError):
+        database.read_sql_file("../util.py")
+
+
+def test_connection_block_keeps_the_password_apart(postgres):
+    """The URL holds no password; the Secret supplies it; the engine's repr hides it."""
+    connection = DatabaseConnection(
+        url=postgres.url(password=False), password=Secret(value=postgres.password)
+    )
+    engine = connection.create_engine()
+    with engine.connect() as session:
+        assert session.execute(text("SELECT 1")).scalar() == 1
+    assert postgres.password not in repr(engine.url)
+    assert postgres.password not in str(connection)
