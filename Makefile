@@ -10,7 +10,7 @@ DEMO_POOL := local-process
 # kept in .local/ (ignored by git), and a process-type pool since no Docker is needed.
 DEMO_ENV := PREFECT_API_URL=http://127.0.0.1:$(DEMO_PORT)/api \
 	FLOWS_WORK_POOL=$(DEMO_POOL) FLOWS_WORK_POOL_TYPE=process \
-	FLOWS_STORAGE_ROOT=$(CURDIR)/.local/flow-storage
+	FLOWS_STORAGE_ROOT=$(CURDIR)/.local/flow-storage FLOWS_OUTPUT_DIR=$(CURDIR)/.local/output
 LINTED := flows tools
 
 .PHONY: venv demo server stop test lint format clean

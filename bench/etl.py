@@ -31,6 +31,7 @@ sys.path[:0] = [str(REPOSITORY_DIR / "flows"), str(REPOSITORY_DIR / "tools")]
 
 # pylint: disable=wrong-import-position
 import services  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 
 TABLE = "extract_rows"
 QUERY = f"SELECT * FROM {TABLE} ORDER BY id"
@@ -150,30 +151,33 @@ def count_rows(path: Path) -> int:
         )
 
 
+def prepare(postgres: services.Postgres, sshd: services.Sshd, rows: int) -> dict:
+    """Fill the table, make the partner's folder; what the variants need to know."""
+    engine = create_engine(postgres.url())
+    with engine.begin() as connection:
+        connection.execute(text(CREATE_TABLE.format(rows=rows)))
+    engine.dispose()
+    remote_dir = sshd.folder / "partner"
+    remote_dir.mkdir()
+    known_hosts_file = sshd.folder / "known_hosts"
+    known_hosts_file.write_text(sshd.known_hosts_line + "\n", encoding="utf-8")
+    return {
+        "database_url": postgres.url(),
+        "sftp_port": sshd.port,
+        "sftp_user": sshd.user,
+        "client_key": str(sshd.folder / "client_key"),
+        "known_hosts": sshd.known_hosts_line,
+        "known_hosts_file": str(known_hosts_file),
+        "remote_dir": str(remote_dir),
+    }
+
+
 def benchmark(rows: int, variants: list[str]) -> dict[str, tuple]:
     """Set the servers up, run each variant once, check its file; the figures."""
     results = {}
     with services.running_postgres() as postgres, services.running_sshd() as sshd:
-        import psycopg2  # pylint: disable=import-outside-toplevel
-
-        with psycopg2.connect(
-            postgres.url(password=True).replace("+psycopg2", "")
-        ) as db:
-            with db.cursor() as cursor:
-                cursor.execute(CREATE_TABLE.format(rows=rows))
-        remote_dir = sshd.folder / "partner"
-        remote_dir.mkdir()
-        known_hosts_file = sshd.folder / "known_hosts"
-        known_hosts_file.write_text(sshd.known_hosts_line + "\n", encoding="utf-8")
-        setup = {
-            "database_url": postgres.url(),
-            "sftp_port": sshd.port,
-            "sftp_user": sshd.user,
-            "client_key": str(sshd.folder / "client_key"),
-            "known_hosts": sshd.known_hosts_line,
-            "known_hosts_file": str(known_hosts_file),
-            "remote_dir": str(remote_dir),
-        }
+        setup = prepare(postgres, sshd, rows)
+        remote_dir = Path(setup["remote_dir"])
         environment = {**os.environ, "PGPASSWORD": postgres.password}
         for variant in variants:
             if variant == "limit":

@@ -34,9 +34,12 @@ POSTGRES_ARROW_TYPES = {
 }
 
 
-def arrow_type_of_postgres(type_oid: int) -> pa.DataType:
-    """The Arrow type to read a PostgreSQL column's CSV text as."""
-    return POSTGRES_ARROW_TYPES.get(type_oid, pa.string())
+def arrow_types_of_postgres(description) -> dict[str, pa.DataType]:
+    """The Arrow type to read each column's CSV text as, from a cursor's description."""
+    return {
+        column.name: POSTGRES_ARROW_TYPES.get(column.type_code, pa.string())
+        for column in description
+    }
 
 
 def _whole_seconds(column: pa.ChunkedArray) -> pa.ChunkedArray:

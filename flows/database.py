@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.dialects.postgresql import psycopg2
 from sqlalchemy.engine import Engine, make_url
 
+import arrow_csv
 from logs import run_logger
 from streams import CountingWriter
 
@@ -168,17 +169,11 @@ def _postgres_frames(engine, query, parameters, chunk_rows) -> Iterator[pd.DataF
     GIL); Arrow's reader parses from the other end in C++. Memory: one chunk, plus
     the pipe.
     """
-    # Arrow costs about 40 MB once imported: only the paths that use it load it.
-    import arrow_csv  # pylint: disable=import-outside-toplevel
-
     with engine.connect() as connection:
         cursor = connection.connection.driver_connection.cursor()
         bound = _bound_postgres_query(cursor, query, parameters)
         cursor.execute(f"SELECT * FROM ({bound}) AS result LIMIT 0")
-        column_types = {
-            column.name: arrow_csv.arrow_type_of_postgres(column.type_code)
-            for column in cursor.description
-        }
+        column_types = arrow_csv.arrow_types_of_postgres(cursor.description)
         read_end, write_end = os.pipe()
         failures = []
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import pandas as pd
 from prefect import task
 
+import arrow_csv
 import database
 import sftp
 from logs import run_logger
@@ -86,16 +87,6 @@ class SftpSink:
 Sink = LocalFolderSink | SftpSink
 
 
-def _arrow_csv():
-    """The Arrow CSV module, imported by the paths that write DataFrames only.
-
-    Arrow costs about 40 MB once imported; the fast path never needs it.
-    """
-    import arrow_csv  # pylint: disable=import-outside-toplevel
-
-    return arrow_csv
-
-
 def _report(sink: Sink, file_name: str, rows: int, size: int) -> DeliveryReport:
     report = DeliveryReport(file_name, rows, size, sink.describe(file_name))
     run_logger().info(
@@ -112,7 +103,7 @@ def _report(sink: Sink, file_name: str, rows: int, size: int) -> DeliveryReport:
 def deliver_frame(sink: Sink, frame: pd.DataFrame, file_name: str) -> DeliveryReport:
     """Deliver one DataFrame as a CSV file."""
     with sink.open(file_name) as stream:
-        _arrow_csv().write_frames_as_csv([frame], stream)
+        arrow_csv.write_frames_as_csv([frame], stream)
     return _report(sink, file_name, len(frame), stream.bytes_written)
 
 
@@ -137,7 +128,7 @@ def deliver_query_in_chunks(  # pylint: disable=too-many-arguments
     if transform is not None:
         frames = map(transform, frames)
     with sink.open(file_name) as stream:
-        rows = _arrow_csv().write_frames_as_csv(frames, stream)
+        rows = arrow_csv.write_frames_as_csv(frames, stream)
     return _report(sink, file_name, rows, stream.bytes_written)
 
 

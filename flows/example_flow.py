@@ -10,8 +10,9 @@ enrollment, grade point averages by term, and headcounts by program.
 - `env=prod` reads the database of block `example-database-prod` and delivers to the
   SFTP server of block `example-sftp-prod`.
 
-The four pipelines run concurrently: each task is submitted, and Prefect starts a task
-as soon as the tasks it needs are done. One flow, four files, the time of the slowest.
+The four extracts run concurrently: each is one task (query, shape, deliver), all four
+are submitted at once. One flow, four files, about the time of the slowest. The
+shaping steps are plain pandas functions, tested in flows/tests/test_flows.py.
 Run it here with `python3 flows/example_flow.py run --param env=dev`.
 """
 
@@ -28,6 +29,7 @@ import connections
 import util
 from database import query_dataframe
 from delivery import deliver_frame
+from sftp import NETWORK_RETRIES
 
 SYSTEM = "example"
 GRADE_POINTS = {
@@ -45,7 +47,6 @@ GRADE_POINTS = {
 PASSING_GRADE_POINTS = 1.0
 
 
-@task
 def format_student_roster(students: pd.DataFrame) -> pd.DataFrame:
     """One line per student as the partner's roster wants it: full name, clean email."""
     roster = pd.DataFrame(
@@ -60,7 +61,6 @@ def format_student_roster(students: pd.DataFrame) -> pd.DataFrame:
     return roster.sort_values(["full_name", "student_id"], ignore_index=True)
 
 
-@task
 def summarize_course_enrollment(enrollments: pd.DataFrame) -> pd.DataFrame:
     """Per course of the term: students enrolled, graded, and the pass rate of graded."""
     points = enrollments["grade"].map(GRADE_POINTS)
@@ -76,7 +76,6 @@ def summarize_course_enrollment(enrollments: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
-@task
 def compute_term_gpa(graded: pd.DataFrame) -> pd.DataFrame:
     """Credit-weighted GPA per student and term; withdrawals (W) count for nothing."""
     frame = graded.assign(points=graded["grade"].map(GRADE_POINTS)).dropna(
@@ -97,7 +96,6 @@ def compute_term_gpa(graded: pd.DataFrame) -> pd.DataFrame:
     return gpa.drop(columns="quality_points")
 
 
-@task
 def count_program_headcount(students: pd.DataFrame) -> pd.DataFrame:
     """Students per program and entry year, one column per status, with a total."""
     counts = pd.crosstab(
@@ -146,20 +144,24 @@ def extracts_for(term: str) -> dict[str, tuple[Extract, dict]]:
     }
 
 
+@task(**NETWORK_RETRIES, task_run_name="extract {extract.file_name}")
+def extract_and_deliver(source, sink, extract: Extract, parameters: dict):
+    """Query, shape, deliver: one file. A retry starts again from the query."""
+    frame = query_dataframe.fn(source, extract.query, parameters)
+    return deliver_frame.fn(sink, extract.transform(frame), extract.file_name)
+
+
 def run_extracts(source, sink, extracts: dict[str, tuple[Extract, dict]]) -> list:
-    """Submit every extract's query, shaping and delivery; wait for all of them.
+    """Submit every extract at once; Prefect runs them concurrently. Wait for all.
 
     A failed extract does not stop the others: their files are still delivered, and
     the run then fails naming the files that were not.
     """
-    deliveries = {}
-    for extract, parameters in extracts.values():
-        frame = query_dataframe.submit(source, extract.query, parameters)
-        shaped = extract.transform.submit(frame)
-        deliveries[extract.file_name] = deliver_frame.submit(
-            sink, shaped, extract.file_name
-        )
-    states = {name: future.wait() for name, future in deliveries.items()}
+    futures = {
+        extract.file_name: extract_and_deliver.submit(source, sink, extract, parameters)
+        for extract, parameters in extracts.values()
+    }
+    states = {name: future.wait() for name, future in futures.items()}
     missing = [name for name, state in states.items() if not state.is_completed()]
     if missing:
         raise RuntimeError(

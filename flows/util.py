@@ -14,6 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+# At run time Prefect puts the flow's folder on sys.path only while it loads the flow
+# file: keep it there, so that an import inside a task finds flows/ modules too.
+FLOWS_DIR = str(Path(__file__).resolve().parent)
+if FLOWS_DIR not in sys.path:
+    sys.path.insert(0, FLOWS_DIR)
+
+# pylint: disable=wrong-import-position
 from deployer.errors import UserError
 from deployer.settings import SETTINGS, Settings
 

@@ -20,7 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+def _newest_postgres_bin() -> Path:
+    """The bin folder of the newest PostgreSQL Debian or Ubuntu installed."""
+    folders = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda folder: (
+            int(folder.parent.name) if folder.parent.name.isdigit() else 0
+        ),
+    )
+    return folders[-1] if folders else Path("/usr/lib/postgresql/15/bin")
+
+
+POSTGRES_BIN = _newest_postgres_bin()
 SSHD = Path("/usr/sbin/sshd")
 START_TIMEOUT_SECONDS = 60
 
@@ -193,7 +205,8 @@ def start_sshd(folder: Path, port: int | None = None) -> Sshd:
         ),
         encoding="utf-8",
     )
-    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation needs it, as root
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation, as root
     process = subprocess.Popen(  # pylint: disable=consider-using-with
         [str(SSHD), "-D", "-e", "-f", str(config)],
         stdout=subprocess.DEVNULL,

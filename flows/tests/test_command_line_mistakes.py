@@ -70,7 +70,7 @@ MISTAKES = {
     "not a flow": (
         no_change,
         ["deploy"],
-        {"function": "build_greeting"},
+        {"function": "format_student_roster"},
         "is not a flow",
     ),
     "not a git repository": (leave_git, ["deploy"], {}, "not inside a git repository"),
@@ -84,12 +84,12 @@ MISTAKES = {
         {},
         "--docker-label is refused on main",
     ),
-    "param without value": (no_change, ["run", "--param", "repeat"], {}, "NAME=VALUE"),
+    "param without value": (no_change, ["run", "--param", "env"], {}, "NAME=VALUE"),
     "param of wrong type": (
         no_change,
-        ["run", "--param", "repeat=many"],
+        ["run", "--param", "env=staging"],
         {},
-        "valid integer",
+        "Input should be 'dev' or 'prod'",
     ),
     "unknown param": (no_change, ["run", "--param", "colour=red"], {}, "colour"),
 }

@@ -15,6 +15,7 @@ def test_worker_runs_the_deployed_copy_to_completion(
 ):
     """A process worker pulls the stored copy, not the checkout, and the run completes."""
     monkeypatch.setenv("FLOWS_WORK_POOL_TYPE", "process")
+    monkeypatch.setenv("FLOWS_OUTPUT_DIR", str(tmp_path / "output"))  # the worker's
     git(checkout, "switch", "-q", "-c", "feature/e2e")
     deployed = subprocess.run(
         [sys.executable, "flows/example_flow.py", "deploy"],
@@ -44,4 +45,10 @@ def test_worker_runs_the_deployed_copy_to_completion(
     log = log_path.read_text(encoding="utf-8")
     assert flow_run.state.is_completed(), log
     assert "Pulled code using block" in log
-    assert "Hello, world!" in log
+    delivered = sorted(path.name for path in (tmp_path / "output" / "dev").iterdir())
+    assert delivered == [
+        "course_enrollment_2024-08.csv",
+        "program_headcount.csv",
+        "roster.csv",
+        "term_gpa.csv",
+    ]

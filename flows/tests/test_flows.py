@@ -2,7 +2,7 @@
 
 How to write one:
 1. Build a tiny input DataFrame by hand: the few rows that exercise one rule.
-2. Call the task's plain function through `.fn` (no Prefect server, no database).
+2. Call the shaping function with it (a plain function: no Prefect, no database).
 3. Build the exact frame you expect and compare with `assert_frame_equal`: exact
    values, column order and dtypes, so a silent change of meaning fails the test.
 Run them with `make test`, or `.venv/bin/python -m pytest flows/tests/test_flows.py`.
@@ -40,7 +40,7 @@ def test_roster_has_full_names_clean_emails_and_sorts_by_name():
             "entry_year": [2021, 2022],
         }
     )
-    assert_frame_equal(format_student_roster.fn(students), expected)
+    assert_frame_equal(format_student_roster(students), expected)
 
 
 def test_course_enrollment_counts_ungraded_and_passes():
@@ -64,7 +64,7 @@ def test_course_enrollment_counts_ungraded_and_passes():
             "pass_rate": [0.5, 1.0],
         }
     )
-    assert_frame_equal(summarize_course_enrollment.fn(enrollments), expected)
+    assert_frame_equal(summarize_course_enrollment(enrollments), expected)
 
 
 def test_term_gpa_weights_by_credits_and_ignores_withdrawals():
@@ -86,7 +86,7 @@ def test_term_gpa_weights_by_credits_and_ignores_withdrawals():
             "gpa": [2.67, 3.3],
         }
     )
-    assert_frame_equal(compute_term_gpa.fn(graded), expected)
+    assert_frame_equal(compute_term_gpa(graded), expected)
 
 
 def test_program_headcount_has_a_column_per_status_and_a_total():
@@ -107,4 +107,4 @@ def test_program_headcount_has_a_column_per_status_and_a_total():
             "total": [2, 1, 1],
         }
     )
-    assert_frame_equal(count_program_headcount.fn(students), expected)
+    assert_frame_equal(count_program_headcount(students), expected)

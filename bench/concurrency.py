@@ -1,0 +1,136 @@
+"""The example flow's four extracts together against one after another (goal P3 >= 3).
+
+    .venv/bin/python bench/concurrency.py [--wait 1.0] [--repeat 3]
+
+Starts its own PostgreSQL (with the sample university data) and sshd on 127.0.0.1,
+as the tests do. Each of the four extracts waits --wait seconds inside the database
+(`pg_sleep`, standing for a slow query on a busy server), then is shaped with the
+example's own pandas step and delivered over SFTP. The same four extracts run once as
+the example flow runs them (submitted, concurrent) and once strictly in order, each
+in a flow of its own in this process. Prints, for each, the seconds of the four
+extracts inside the flow run and of the whole flow run (which adds Prefect's fixed cost
+of starting and ending a run), the best of --repeat, and last the speed-ups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPOSITORY_DIR = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPOSITORY_DIR / "flows"), str(REPOSITORY_DIR / "tools")]
+# Prefect reads these when imported: keep its state out of ~/.prefect, and stay offline.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="bench-prefect-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+# pylint: disable=wrong-import-position
+from prefect import flow  # noqa: E402
+from prefect.blocks.system import Secret  # noqa: E402
+from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
+from sqlalchemy import create_engine  # noqa: E402
+
+import example_flow  # noqa: E402
+import local_prefect  # noqa: E402
+import services  # noqa: E402
+from database import DatabaseConnection, read_sql_file  # noqa: E402
+from delivery import SftpSink  # noqa: E402
+from sample_data import load_sample_data  # noqa: E402
+from sftp import SftpConnection  # noqa: E402
+
+
+def slow_extracts(wait_seconds: float) -> dict:
+    """The example's extracts, each query waiting `wait_seconds` in the database."""
+    extracts = {}
+    for name, (extract, parameters) in example_flow.extracts_for("2024-08").items():
+        sql = read_sql_file(extract.query.removeprefix("sql/"))
+        slow = f"SELECT r.* FROM ({sql}) AS r CROSS JOIN pg_sleep({wait_seconds:f})"
+        extracts[name] = (replace(extract, query=slow), parameters)
+    return extracts
+
+
+@flow(name="bench-concurrent")
+def concurrent_flow(source, sink, extracts) -> float:
+    """As the example flow does it: all four submitted at once; their seconds."""
+    started = time.perf_counter()
+    example_flow.run_extracts(source, sink, extracts)
+    return time.perf_counter() - started
+
+
+@flow(name="bench-in-order")
+def in_order_flow(source, sink, extracts) -> float:
+    """The same task, each extract waited for before the next starts; their seconds."""
+    started = time.perf_counter()
+    for extract, parameters in extracts.values():
+        example_flow.extract_and_deliver(source, sink, extract, parameters)
+    return time.perf_counter() - started
+
+
+def timed(run) -> tuple[float, float]:
+    """Seconds of the extracts inside the flow run, and of the whole flow run."""
+    started = time.perf_counter()
+    inside = run()
+    return inside, time.perf_counter() - started
+
+
+def measure(wait_seconds: float, repeat: int) -> tuple[tuple, tuple]:
+    """Best (extracts, whole run) seconds of the concurrent and the in-order flow."""
+    with services.running_postgres() as postgres, services.running_sshd() as sshd:
+        load_sample_data(create_engine(postgres.url()))
+        source = DatabaseConnection(
+            url=postgres.url(password=False), password=Secret(value=postgres.password)
+        )
+        sink = SftpSink(
+            SftpConnection(
+                host="127.0.0.1",
+                port=sshd.port,
+                username=sshd.user,
+                private_key=Secret(value=sshd.client_key),
+                known_hosts=sshd.known_hosts_line,
+                remote_dir=str(sshd.folder / "partner"),
+            )
+        )
+        extracts = slow_extracts(wait_seconds)
+        concurrent_flow(source, sink, extracts)  # warm-up: imports, first connections
+        together = min(
+            timed(lambda: concurrent_flow(source, sink, extracts))
+            for _ in range(repeat)
+        )
+        in_order = min(
+            timed(lambda: in_order_flow(source, sink, extracts)) for _ in range(repeat)
+        )
+    return together, in_order
+
+
+def main() -> None:
+    """Command line: see the module's docstring."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--wait", type=float, default=1.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    options = parser.parse_args()
+    # Deployed flows talk to a Prefect server in another process: so does this one.
+    server, api_url = local_prefect.start_server(
+        Path(os.environ["PREFECT_HOME"]) / "server", services.free_port()
+    )
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            together, in_order = measure(options.wait, options.repeat)
+    finally:
+        local_prefect.stop_process(server)
+    print(f"each extract waits {options.wait:.2f} s in the database")
+    print(f"best of {options.repeat}    extracts   whole flow run")
+    print(f"four together   {together[0]:6.2f} s   {together[1]:6.2f} s")
+    print(f"one after other {in_order[0]:6.2f} s   {in_order[1]:6.2f} s")
+    print(
+        f"whole_run_speedup={in_order[1] / together[1]:.2f} "
+        f"concurrent_speedup={in_order[0] / together[0]:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
