@@ -11,9 +11,9 @@ DEMO_POOL := local-process
 DEMO_ENV := PREFECT_API_URL=http://127.0.0.1:$(DEMO_PORT)/api \
 	FLOWS_WORK_POOL=$(DEMO_POOL) FLOWS_WORK_POOL_TYPE=process \
 	FLOWS_STORAGE_ROOT=$(CURDIR)/.local/flow-storage FLOWS_OUTPUT_DIR=$(CURDIR)/.local/output
-LINTED := flows tools
+LINTED := flows tools bench
 
-.PHONY: venv demo server stop test lint format clean
+.PHONY: venv demo server stop test lint format bench clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ lint: venv
 
 test: lint
 	$(PY) -m pytest
+
+bench: venv
+	$(PY) bench/etl.py --rows 2000000
+	$(PY) bench/concurrency.py
 
 format: venv
 	$(PY) -m black $(LINTED)
