@@ -143,3 +143,67 @@ def run_flow_command_line_interface(
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def _build_repository_parser() -> argparse.ArgumentParser:
+    parser = _OneLineArgumentParser(
+        prog="python3 flows/util.py",
+        description="Commands about all the flows of this repository.",
+        epilog=_settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    deploy_all = commands.add_parser(
+        "deploy-all", help="deploy every flow file of flows/ for the current branch"
+    )
+    deploy_all.add_argument("--docker-label", help="image tag (dev branches only)")
+    deploy_all.add_argument("--dry-run", action="store_true", help="print the plans")
+    delete = commands.add_parser(
+        "delete-branch",
+        help="delete a dev branch's deployments and its copy in flow storage",
+    )
+    delete.add_argument("branch", help="the branch name, as git spells it")
+    delete.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    label = commands.add_parser(
+        "docker-label", help="print the image tag of a branch (default: the current)"
+    )
+    label.add_argument("branch", nargs="?")
+    return parser
+
+
+def run_repository_command_line_interface(args: Sequence[str] | None = None):
+    """`python3 flows/util.py deploy-all | delete-branch BRANCH | docker-label`."""
+    flows_dir = Path(FLOWS_DIR)
+    try:
+        arguments = _build_repository_parser().parse_args(
+            sys.argv[1:] if args is None else list(args)
+        )
+        settings = Settings.from_environment()
+        if arguments.command == "docker-label":  # without Prefect: image jobs lack it
+            # pylint: disable-next=import-outside-toplevel
+            from deployer import repository
+
+            branch = (
+                arguments.branch
+                or repository.read_repository(flows_dir, settings).branch
+            )
+            label = repository.docker_label(branch, settings)
+            print(label)
+            return label
+        # pylint: disable-next=import-outside-toplevel
+        from deployer import lifecycle
+
+        if arguments.command == "deploy-all":
+            return lifecycle.deploy_all(
+                settings, flows_dir, arguments.docker_label, arguments.dry_run
+            )
+        return lifecycle.delete_branch(
+            settings, flows_dir, arguments.branch, arguments.dry_run
+        )
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run_repository_command_line_interface()

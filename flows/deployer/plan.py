@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect.utilities.filesystem import filter_files
 
-from deployer.repository import Repository, branch_slug
+from deployer.repository import Repository, branch_slug, label_of
 from deployer.errors import UserError
 from deployer.settings import Settings
 
@@ -92,6 +92,18 @@ def short_repository_name(repository_name: str, marker: str) -> str:
     return short if found and short else repository_name
 
 
+def relative_storage_path(repository_name: str, label: str, slug: str) -> str:
+    """Where below the storage root a branch's copy of flows/ lives."""
+    if label == "main":
+        return f"main/{repository_name}"
+    return f"dev/{repository_name}/{slug}"
+
+
+def deployment_name_prefix(short_name: str, slug: str) -> str:
+    """What every deployment name of one branch of one repository starts with."""
+    return f"{short_name} | {slug} | "
+
+
 def docker_registry(settings: Settings, repository: Repository) -> str:
     """The registry setting, else GitHub's container registry of origin's owner."""
     if settings.docker_registry:
@@ -131,18 +143,15 @@ def build_plan(  # pylint: disable=too-many-arguments
     docker_label: str | None,
 ) -> DeploymentPlan:
     """Everything a deploy of this flow from this checkout will do."""
-    label = "main" if repository.branch == settings.main_branch else "dev"
+    label = label_of(repository.branch, settings)
     slug = repository.branch_slug
-    if label == "main":
-        relative_storage = f"main/{repository.name}"
-    else:
-        relative_storage = f"dev/{repository.name}/{slug}"
+    relative_storage = relative_storage_path(repository.name, label, slug)
     module = flow_path.stem
     short_name = short_repository_name(repository.name, settings.repo_name_marker)
     registry = docker_registry(settings, repository)
     flows_dir = flow_path.parent
     return DeploymentPlan(
-        name=f"{short_name} | {slug} | {module}",
+        name=f"{deployment_name_prefix(short_name, slug)}{module}",
         flow=flow_name,
         entrypoint=f"{flow_path.name}:{function_name}",
         repository=repository.name,

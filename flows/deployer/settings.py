@@ -74,9 +74,11 @@ class Settings:  # pylint: disable=too-many-instance-attributes
         """Read every setting once, now."""
         environ = os.environ if environ is None else environ
         values = {
-            field.name: environ.get(
-                SETTINGS[field.name].env_var, SETTINGS[field.name].default
-            ).strip()
+            # An empty variable (an unset repository variable in CI) means default.
+            field.name: (
+                environ.get(SETTINGS[field.name].env_var, "").strip()
+                or SETTINGS[field.name].default
+            )
             for field in fields(cls)
         }
         return cls(**values)

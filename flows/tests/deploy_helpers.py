@@ -19,10 +19,18 @@ def run_command_line(
     function: str = "example_flow",
 ):
     """Run `python3 flows/<flow_file> ARGS` in this process; (exit code, out, err)."""
-    try:
-        util.run_flow_command_line_interface(
+    return call_command_line(
+        lambda: util.run_flow_command_line_interface(
             str(checkout / "flows" / flow_file), function, list(args)
-        )
+        ),
+        capsys,
+    )
+
+
+def call_command_line(call, capsys):
+    """(exit code, stdout, stderr) of a command line function called in this process."""
+    try:
+        call()
         code = 0
     except SystemExit as leaving:
         code = leaving.code

@@ -3,7 +3,6 @@
 A two-line check per file that catches most broken deployments before they ship.
 """
 
-import ast
 import importlib.util
 import sys
 from pathlib import Path
@@ -11,21 +10,14 @@ from pathlib import Path
 import pytest
 from prefect import Flow
 
+from deployer.lifecycle import find_flow_files
+
 FLOWS_DIR = Path(__file__).resolve().parents[1]
 
 
 def named_flows() -> list[tuple[str, str]]:
-    """(file name, flow function) of each `run_flow_command_line_interface` call."""
-    found = []
-    for path in sorted(FLOWS_DIR.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (
-                isinstance(node, ast.Call)
-                and getattr(node.func, "attr", None)
-                == "run_flow_command_line_interface"
-            ):
-                found.append((path.name, node.args[1].value))
-    return found
+    """(file name, flow function) of each flow file, as deploy-all finds them."""
+    return [(path.name, name) for path, name in find_flow_files(FLOWS_DIR)]
 
 
 def test_there_is_at_least_one_flow_file():
