@@ -13,7 +13,7 @@ DEMO_ENV := PREFECT_API_URL=http://127.0.0.1:$(DEMO_PORT)/api \
 	FLOWS_STORAGE_ROOT=$(CURDIR)/.local/flow-storage FLOWS_OUTPUT_DIR=$(CURDIR)/.local/output
 LINTED := flows tools bench
 
-.PHONY: venv demo server stop test lint format bench clean
+.PHONY: venv demo server stop test lint format bench deploy-all delete-branch clean
 
 venv: $(VENV)/.installed
 
@@ -39,9 +39,18 @@ stop:
 lint: venv
 	$(PY) -m black --check $(LINTED)
 	$(PY) -m pylint --fail-under=8.5 $(LINTED)
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(VENV)/bin/hadolint image/Dockerfile
+	$(VENV)/bin/deptry flows
 
 test: lint
 	$(PY) -m pytest
+
+deploy-all: venv
+	$(PY) flows/util.py deploy-all $(if $(DOCKER_LABEL),--docker-label $(DOCKER_LABEL))
+
+delete-branch: venv
+	$(PY) flows/util.py delete-branch "$(BRANCH)"
 
 bench: venv
 	$(PY) bench/etl.py --rows 2000000
