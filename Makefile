@@ -30,7 +30,7 @@ demo: server
 	mkdir -p .local
 	$(DEMO_ENV) $(PY) flows/example_flow.py deploy | tee .local/deploy.out
 	$(DEMO_ENV) $(PY) tools/local_prefect.py run-deployment --port $(DEMO_PORT) \
-		--pool $(DEMO_POOL) "$$(sed -n '1s/^Deployed \(.*\) as .*/\1/p' .local/deploy.out)"
+		--pool $(DEMO_POOL) --param env=dev "$$(sed -n '1s/^Deployed \(.*\) as .*/\1/p' .local/deploy.out)"
 	@echo "The server stays up for the UI at http://127.0.0.1:$(DEMO_PORT); 'make stop' ends it."
 
 stop:

@@ -171,6 +171,20 @@ def run_extracts(source, sink, extracts: dict[str, tuple[Extract, dict]]) -> lis
     return [state.result() for state in states.values()]
 
 
+# How this flow is deployed. Schedule, production parameters and extra tags apply to
+# the production deployment (branch main) only; the facts go into the description the
+# UI shows on the deployment's page.
+DEPLOYMENT = util.DeploymentSettings(
+    schedule="0 2 * * *",
+    timezone="America/Denver",
+    production_parameters={"env": "prod"},
+    tags=("registrar",),
+    source_systems=("Student information system (PostgreSQL)",),
+    sink_systems=("Partner SFTP server",),
+    customer_contact="Registrar's data team <registrar-data@example.edu>",
+)
+
+
 @flow
 def example_flow(env: Literal["dev", "prod"] = "dev", term: str = "2024-08") -> dict:
     """Nightly extract of the student database to the partner's four CSV files.

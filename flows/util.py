@@ -20,7 +20,8 @@ FLOWS_DIR = str(Path(__file__).resolve().parent)
 if FLOWS_DIR not in sys.path:
     sys.path.insert(0, FLOWS_DIR)
 
-# pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position,unused-import
+from deployer.deployment_settings import DeploymentSettings  # for flow files
 from deployer.errors import UserError
 from deployer.settings import SETTINGS, Settings
 
@@ -63,6 +64,24 @@ def _build_parser(prog: str) -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="print the plan as JSON and change nothing",
+    )
+    plan = commands.add_parser(
+        "plan",
+        help="show what deploy would change against what is registered",
+        description="Compare the deployment deploy would register with the one "
+        "registered now: create, change (old -> new) or unchanged. Changes nothing.",
+    )
+    plan.add_argument("--docker-label", help="as for deploy")
+    delete = commands.add_parser(
+        "delete",
+        help="delete this branch's deployment of this flow",
+        description="Delete this branch's deployment of this flow, and the branch's "
+        "copy of flows/ once no deployment of the branch is left.",
+    )
+    delete.add_argument(
+        "--production",
+        action="store_true",
+        help="needed on main: yes, delete the production deployment",
     )
     run = commands.add_parser(
         "run",
@@ -118,6 +137,12 @@ def _dispatch(arguments: argparse.Namespace, flow_path: Path, function_name: str
     flow = commands.load_flow(flow_path, function_name)
     if arguments.command == "run":
         return run_flow_here(flow, arguments.param)
+    if arguments.command == "plan":
+        return commands.show_plan(settings, flow, flow_path, arguments.docker_label)
+    if arguments.command == "delete":
+        return commands.delete(
+            settings, flow, flow_path, production=arguments.production
+        )
     return commands.deploy(
         settings,
         flow,
@@ -130,7 +155,7 @@ def _dispatch(arguments: argparse.Namespace, flow_path: Path, function_name: str
 def run_flow_command_line_interface(
     flow_filename: str, flow_function_name: str, args: Sequence[str] | None = None
 ):
-    """The command line of a flow file: `deploy [--docker-label X] [--dry-run]`, `run`.
+    """A flow file's command line: `deploy`, `plan`, `delete`, `run` (see --help).
 
     A user mistake prints one line on stderr and exits with status 2; anything
     unexpected keeps its traceback.
@@ -164,6 +189,11 @@ def _build_repository_parser() -> argparse.ArgumentParser:
     )
     delete.add_argument("branch", help="the branch name, as git spells it")
     delete.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    prune = commands.add_parser(
+        "prune",
+        help="delete the dev deployments (and copies) of branches origin no longer has",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     label = commands.add_parser(
         "docker-label", help="print the image tag of a branch (default: the current)"
     )
@@ -172,7 +202,7 @@ def _build_repository_parser() -> argparse.ArgumentParser:
 
 
 def run_repository_command_line_interface(args: Sequence[str] | None = None):
-    """`python3 flows/util.py deploy-all | delete-branch BRANCH | docker-label`."""
+    """`python3 flows/util.py deploy-all | delete-branch BRANCH | prune | docker-label`."""
     flows_dir = Path(FLOWS_DIR)
     try:
         arguments = _build_repository_parser().parse_args(
@@ -197,6 +227,8 @@ def run_repository_command_line_interface(args: Sequence[str] | None = None):
             return lifecycle.deploy_all(
                 settings, flows_dir, arguments.docker_label, arguments.dry_run
             )
+        if arguments.command == "prune":
+            return lifecycle.prune(settings, flows_dir, arguments.dry_run)
         return lifecycle.delete_branch(
             settings, flows_dir, arguments.branch, arguments.dry_run
         )

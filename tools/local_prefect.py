@@ -2,7 +2,8 @@
 
     python3 tools/local_prefect.py start [--home DIR] [--port N]   # reuse or start
     python3 tools/local_prefect.py stop  [--home DIR]
-    python3 tools/local_prefect.py run-deployment NAME --pool POOL  # one run, waited on
+    python3 tools/local_prefect.py run-deployment NAME --pool POOL [--param N=V]
+                                                     # one run, waited on
 
 The server listens on 127.0.0.1 only and keeps its SQLite database in --home.
 """
@@ -148,13 +149,15 @@ def running_worker(pool: str, url: str, log_path: Path) -> Iterator[None]:
         stop_process(worker)
 
 
-async def _run_and_wait(deployment_name: str, timeout: float):
+async def _run_and_wait(deployment_name: str, timeout: float, parameters: dict):
     # pylint: disable-next=import-outside-toplevel
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
         deployment = await client.read_deployment_by_name(deployment_name)
-        flow_run = await client.create_flow_run_from_deployment(deployment.id)
+        flow_run = await client.create_flow_run_from_deployment(
+            deployment.id, parameters=parameters
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             flow_run = await client.read_flow_run(flow_run.id)
@@ -164,14 +167,18 @@ async def _run_and_wait(deployment_name: str, timeout: float):
         return flow_run
 
 
-def run_deployment_once(deployment_name: str, pool: str, url: str, log_path: Path):
+def run_deployment_once(  # pylint: disable=too-many-arguments
+    deployment_name: str, pool: str, url: str, log_path: Path, parameters=None
+):
     """Start a worker, run the deployment once, wait for a final state, stop it."""
     # pylint: disable=import-outside-toplevel
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: url}):
         with running_worker(pool, url, log_path):
-            return asyncio.run(_run_and_wait(deployment_name, RUN_TIMEOUT_SECONDS))
+            return asyncio.run(
+                _run_and_wait(deployment_name, RUN_TIMEOUT_SECONDS, parameters or {})
+            )
 
 
 def main(arguments: list[str]) -> int:
@@ -182,6 +189,9 @@ def main(arguments: list[str]) -> int:
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--pool", help="work pool the worker serves")
+    parser.add_argument(
+        "--param", action="append", default=[], help="NAME=VALUE for this run"
+    )
     options = parser.parse_intermixed_args(arguments)
     url = api_url(options.port)
     if options.command == "start":
@@ -195,7 +205,10 @@ def main(arguments: list[str]) -> int:
         if not options.deployment or not options.pool:
             parser.error("run-deployment needs a deployment name and --pool")
         log_path = options.home / "worker.log"
-        flow_run = run_deployment_once(options.deployment, options.pool, url, log_path)
+        parameters = dict(item.split("=", 1) for item in options.param)
+        flow_run = run_deployment_once(
+            options.deployment, options.pool, url, log_path, parameters
+        )
         state = flow_run.state.name if flow_run.state else "unknown"
         print(f"Flow run {flow_run.name}: {state}")
         print(f"  http://127.0.0.1:{options.port}/flow-runs/flow-run/{flow_run.id}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from deployer import prefect_api
 from deployer.plan import DeploymentPlan, build_plan, write_default_ignore_file
 from deployer.repository import guard_production, read_repository
 from deployer.storage import replaced_directory
+from deployer.validation import find_problems
+from deployer.deployment_settings import NO_SETTINGS, DeploymentSettings
 from deployer.errors import UserError
 from deployer.settings import Settings
 
@@ -63,6 +66,37 @@ def load_flow(flow_path: Path, function_name: str) -> Flow:
     return candidate
 
 
+def deployment_settings_of(flow: Flow) -> DeploymentSettings:
+    """The `DEPLOYMENT = util.DeploymentSettings(...)` of the flow's file, if any."""
+    module = sys.modules.get(flow.fn.__module__)
+    declared = getattr(module, "DEPLOYMENT", NO_SETTINGS)
+    if not isinstance(declared, DeploymentSettings):
+        raise UserError(
+            f"DEPLOYMENT in {flow.fn.__module__} must be util.DeploymentSettings(...)"
+        )
+    return declared
+
+
+def plan_deployment(
+    settings: Settings, flow: Flow, flow_path: Path, docker_label: str | None
+) -> tuple[DeploymentPlan, object]:
+    """The checked plan and the repository; every problem found is refused at once."""
+    repository = read_repository(flow_path.parent, settings)
+    plan = build_plan(
+        settings=settings,
+        repository=repository,
+        flow=flow,
+        flow_path=flow_path,
+        docker_label=docker_label,
+        deployment_settings=deployment_settings_of(flow),
+    )
+    problems = find_problems(plan, flow)
+    if problems:
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        raise UserError(f"{len(problems)} problem(s), nothing deployed:\n{listed}")
+    return plan, repository
+
+
 def deploy(
     settings: Settings,
     flow: Flow,
@@ -72,15 +106,7 @@ def deploy(
     dry_run: bool,
 ) -> DeploymentPlan:
     """Plan the deployment of `flow` for the current branch, then make it so."""
-    repository = read_repository(flow_path.parent, settings)
-    plan = build_plan(
-        settings=settings,
-        repository=repository,
-        flow_name=flow.name,
-        flow_path=flow_path,
-        function_name=flow.fn.__name__,
-        docker_label=docker_label,
-    )
+    plan, repository = plan_deployment(settings, flow, flow_path, docker_label)
     if plan.is_production:
         guard_production(repository)
     if dry_run:
@@ -88,31 +114,153 @@ def deploy(
         return plan
     api_url = prefect_api.require_api_url()
     write_default_ignore_file(repository.top_level)
-    deployment_id = asyncio.run(_apply(plan, flow, flow_path.parent, settings, api_url))
-    _print_summary(plan, deployment_id)
+    deployment_id, kept_paused = asyncio.run(
+        _apply(plan, flow, flow_path.parent, settings, api_url)
+    )
+    _print_summary(plan, deployment_id, kept_paused)
     return plan
 
 
 async def _apply(plan, flow, flows_dir, settings, api_url):
     async with get_client() as client:
         await prefect_api.check_api_reachable(client, api_url)
+        existing = await prefect_api.read_deployment(client, plan)
+        # Someone paused it in the UI: re-enabling is a person's decision, not a deploy's.
+        kept_paused = existing is not None and prefect_api.is_paused(existing)
         await prefect_api.ensure_work_pool(
             client, plan.work_pool, plan.work_pool_type, plan.work_queue
         )
         await prefect_api.save_storage_block(plan.storage_block, plan.storage)
         storage_root = str(settings.storage_path)
         with replaced_directory(flows_dir, plan.files, Path(plan.storage)):
-            return await prefect_api.register_deployment(
-                client, plan, flow, storage_root
+            deployment_id = await prefect_api.register_deployment(
+                client, plan, flow, storage_root, paused=kept_paused
             )
+        return deployment_id, kept_paused
 
 
-def _print_summary(plan: DeploymentPlan, deployment_id) -> None:
+def _print_summary(plan: DeploymentPlan, deployment_id, kept_paused: bool) -> None:
     kind = "production" if plan.is_production else f"dev ({plan.branch})"
     print(f"Deployed {plan.flow}/{plan.name} as {kind}, tags {plan.tags}")
     print(f"  runs on work pool {plan.work_pool}, queue {plan.work_queue}")
     if plan.work_pool_type == "docker":
         print(f"  image {plan.image}")
     print(f"  code: {len(plan.files)} files from flows/ copied to {plan.storage}")
+    if plan.schedule:
+        print(f"  schedule {plan.schedule['cron']} ({plan.schedule['timezone']})")
+    if plan.parameters:
+        print(f"  parameters {plan.parameters}")
+    if kept_paused:
+        print("  kept PAUSED, as someone paused it: resume it in the UI when ready")
+    for item in plan.left_out:
+        print(f"  left out on a dev branch: {item}")
     ui_url = prefect_api.deployment_ui_url(deployment_id)
     print(f"  {ui_url}" if ui_url else f"  deployment id {deployment_id}")
+
+
+def _registered_fields(deployment) -> dict:
+    schedule = None
+    if deployment.schedules:
+        cron = deployment.schedules[0].schedule
+        schedule = {"cron": cron.cron, "timezone": cron.timezone}
+    return {
+        "tags": sorted(deployment.tags),
+        "work_pool": deployment.work_pool_name,
+        "work_queue": deployment.work_queue_name,
+        "image": (deployment.job_variables or {}).get("image"),
+        "entrypoint": deployment.entrypoint,
+        "version": deployment.version,
+        "description": deployment.description,
+        "schedule": schedule,
+        "parameters": deployment.parameters,
+    }
+
+
+def _planned_fields(plan: DeploymentPlan) -> dict:
+    return {
+        "tags": sorted(plan.tags),
+        "work_pool": plan.work_pool,
+        "work_queue": plan.work_queue,
+        "image": plan.image if plan.work_pool_type == "docker" else None,
+        "entrypoint": plan.entrypoint,
+        "version": plan.commit[:12],
+        "description": plan.description,
+        "schedule": plan.schedule,
+        "parameters": plan.parameters,
+    }
+
+
+def _stored_files(storage: Path) -> set[str]:
+    if not storage.is_dir():
+        return set()
+    return {
+        path.relative_to(storage).as_posix()
+        for path in storage.rglob("*")
+        if path.is_file()
+    }
+
+
+def show_plan(settings: Settings, flow: Flow, flow_path: Path, docker_label) -> str:
+    """Print what `deploy` would change against what is registered; change nothing."""
+    plan, _ = plan_deployment(settings, flow, flow_path, docker_label)
+    api_url = prefect_api.require_api_url()
+
+    async def read():
+        async with get_client() as client:
+            await prefect_api.check_api_reachable(client, api_url)
+            return await prefect_api.read_deployment(client, plan)
+
+    existing = asyncio.run(read())
+    title = f"{plan.flow}/{plan.name}"
+    if existing is None:
+        print(f"create {title}")
+        for field, value in _planned_fields(plan).items():
+            print(f"  {field}: {value!r}")
+        return "create"
+    old, new = _registered_fields(existing), _planned_fields(plan)
+    changes = [
+        (field, old[field], value)
+        for field, value in new.items()
+        if old[field] != value
+    ]
+    stored, planned = _stored_files(Path(plan.storage)), set(plan.files)
+    added, removed = sorted(planned - stored), sorted(stored - planned)
+    if not changes and not added and not removed:
+        print(f"unchanged {title}")
+        return "unchanged"
+    print(f"change {title}")
+    for field, before, after in changes:
+        print(f"  {field}: {before!r} -> {after!r}")
+    for name in added:
+        print(f"  file added: {name}")
+    for name in removed:
+        print(f"  file removed: {name}")
+    return "change"
+
+
+def delete(settings: Settings, flow: Flow, flow_path: Path, *, production: bool):
+    """Remove this branch's deployment of this flow; its storage copy with the last one."""
+    repository = read_repository(flow_path.parent, settings)
+    plan = build_plan(
+        settings=settings,
+        repository=repository,
+        flow=flow,
+        flow_path=flow_path,
+        docker_label=None,
+    )
+    if plan.is_production and not production:
+        raise UserError(
+            "refusing to delete the production deployment without --production"
+        )
+    prefect_api.require_api_url()
+    prefix = plan.name.rsplit(" | ", 1)[0] + " | "
+    deleted, remaining = asyncio.run(prefect_api.delete_deployment(plan, prefix))
+    print(
+        f"deleted {plan.flow}/{plan.name}" if deleted else f"no deployment {plan.name}"
+    )
+    if not remaining:
+        asyncio.run(prefect_api.delete_storage_block(plan.storage_block))
+        if Path(plan.storage).exists():
+            shutil.rmtree(plan.storage)
+        print(f"deleted storage {plan.storage} (no deployment of {plan.branch} left)")
+    return deleted

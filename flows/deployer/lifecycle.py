@@ -1,4 +1,4 @@
-"""Commands about the whole repository: deploy every flow, clean up a deleted branch."""
+"""Commands about the whole repository: deploy every flow, clean up deleted branches."""
 
 from __future__ import annotations
 
@@ -8,12 +8,6 @@ import shutil
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    DeploymentFilter,
-    DeploymentFilterName,
-    DeploymentFilterTags,
-)
-from prefect.exceptions import ObjectNotFound
 
 from deployer import commands, prefect_api
 from deployer.errors import UserError
@@ -23,7 +17,7 @@ from deployer.plan import (
     short_repository_name,
     storage_block_name,
 )
-from deployer.repository import branch_slug, label_of, read_repository
+from deployer.repository import branch_slug, label_of, read_repository, run_git
 from deployer.settings import Settings
 
 CLI_FUNCTION = "run_flow_command_line_interface"
@@ -68,44 +62,63 @@ def delete_branch(
     if label_of(branch, settings) == "main":
         raise UserError(f"{branch} is production: its deployments are never deleted")
     repository = read_repository(flows_dir, settings)
-    slug = branch_slug(branch)
-    short_name = short_repository_name(repository.name, settings.repo_name_marker)
-    relative_storage = relative_storage_path(repository.name, "dev", slug)
-    storage = settings.storage_path / relative_storage
-    prefix = deployment_name_prefix(short_name, slug)
     if not dry_run:
         prefect_api.require_api_url()
-    names = asyncio.run(
-        _delete_deployments(prefix, storage_block_name(relative_storage), dry_run)
+    return asyncio.run(
+        _delete_slugs(settings, repository.name, [branch_slug(branch)], dry_run)
     )
-    if storage.exists() and not dry_run:
-        shutil.rmtree(storage)
-    verb = "would delete" if dry_run else "deleted"
-    for name in names:
-        print(f"{verb} deployment {name}")
-    print(f"{verb} storage {storage}")
-    return names
 
 
-async def _delete_deployments(prefix: str, block_name: str, dry_run: bool) -> list[str]:
+def prune(settings: Settings, flows_dir: Path, dry_run: bool) -> list[str]:
+    """Remove the dev deployments of every branch that origin no longer has."""
+    repository = read_repository(flows_dir, settings)
+    if repository.origin_url is None:
+        raise UserError("no remote named origin: cannot tell which branches are gone")
+    heads = run_git(["ls-remote", "--heads", "origin"], repository.top_level)
+    live = {
+        branch_slug(line.split("refs/heads/", 1)[1])
+        for line in heads.splitlines()
+        if "refs/heads/" in line
+    }
+    if not dry_run:
+        prefect_api.require_api_url()
+    return asyncio.run(_prune(settings, repository.name, live, dry_run))
+
+
+async def _prune(settings, repository_name, live_slugs, dry_run) -> list[str]:
+    short_name = short_repository_name(repository_name, settings.repo_name_marker)
     async with get_client() as client:
-        deployments = await client.read_deployments(
-            deployment_filter=DeploymentFilter(
-                name=DeploymentFilterName(like_=prefix),
-                tags=DeploymentFilterTags(all_=["dev"]),
-            )
+        deployments = await prefect_api.names_starting_with(
+            client, f"{short_name} | ", tags=["dev"]
         )
-        # `like_` matches anywhere in the name: keep the exact prefix only.
-        doomed = [d for d in deployments if d.name.startswith(prefix)]
-        if dry_run:
-            return [d.name for d in doomed]
-        for deployment in doomed:
-            await client.delete_deployment(deployment.id)
-        try:
-            block = await client.read_block_document_by_name(
-                block_name, prefect_api.STORAGE_BLOCK_TYPE
+    slugs = {deployment.name.split(" | ")[1] for deployment in deployments}
+    gone = sorted(slugs - live_slugs)
+    if not gone:
+        print("nothing to prune: every dev deployment's branch is on origin")
+        return []
+    return await _delete_slugs(settings, repository_name, gone, dry_run)
+
+
+async def _delete_slugs(settings, repository_name, slugs, dry_run) -> list[str]:
+    """Delete the dev deployments, storage copy and block of each branch slug."""
+    short_name = short_repository_name(repository_name, settings.repo_name_marker)
+    verb = "would delete" if dry_run else "deleted"
+    deleted = []
+    for slug in slugs:
+        relative_storage = relative_storage_path(repository_name, "dev", slug)
+        async with get_client() as client:
+            doomed = await prefect_api.names_starting_with(
+                client, deployment_name_prefix(short_name, slug), tags=["dev"]
             )
-            await client.delete_block_document(block.id)
-        except ObjectNotFound:
-            pass
-        return [d.name for d in doomed]
+            for deployment in doomed:
+                if not dry_run:
+                    await client.delete_deployment(deployment.id)
+                print(f"{verb} deployment {deployment.name}")
+                deleted.append(deployment.name)
+        storage = settings.storage_path / relative_storage
+        if not dry_run:
+            await prefect_api.delete_storage_block(storage_block_name(relative_storage))
+            if storage.exists():
+                shutil.rmtree(storage)
+        print(f"{verb} storage {storage}")
+    return deleted

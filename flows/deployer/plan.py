@@ -11,6 +11,7 @@ from pathlib import Path
 from prefect.utilities.filesystem import filter_files
 
 from deployer.repository import Repository, branch_slug, label_of
+from deployer.deployment_settings import NO_SETTINGS, DeploymentSettings
 from deployer.errors import UserError
 from deployer.settings import Settings
 
@@ -52,6 +53,10 @@ class DeploymentPlan:  # pylint: disable=too-many-instance-attributes
     storage: str
     storage_block: str
     files: list[str]
+    description: str
+    schedule: dict | None
+    parameters: dict
+    left_out: list[str]
 
     @property
     def is_production(self) -> bool:
@@ -133,33 +138,50 @@ def storage_block_name(relative_storage: str) -> str:
     return f"flows-{readable[:80]}-{digest}"
 
 
+def _main_only(settings: DeploymentSettings) -> list[str]:
+    """What a dev deployment leaves out of the flow's deployment settings."""
+    left_out = []
+    if settings.schedule:
+        left_out.append(f"schedule {settings.schedule} ({settings.timezone})")
+    if settings.production_parameters:
+        left_out.append(f"production parameters {settings.production_parameters}")
+    if settings.tags:
+        left_out.append(f"tags {list(settings.tags)}")
+    return left_out
+
+
 def build_plan(  # pylint: disable=too-many-arguments
     *,
     settings: Settings,
     repository: Repository,
-    flow_name: str,
+    flow,
     flow_path: Path,
-    function_name: str,
     docker_label: str | None,
+    deployment_settings: DeploymentSettings = NO_SETTINGS,
 ) -> DeploymentPlan:
     """Everything a deploy of this flow from this checkout will do."""
     label = label_of(repository.branch, settings)
     slug = repository.branch_slug
     relative_storage = relative_storage_path(repository.name, label, slug)
-    module = flow_path.stem
     short_name = short_repository_name(repository.name, settings.repo_name_marker)
     registry = docker_registry(settings, repository)
-    flows_dir = flow_path.parent
+    production = label == "main"
+    schedule = None
+    if production and deployment_settings.schedule:
+        schedule = {
+            "cron": deployment_settings.schedule,
+            "timezone": deployment_settings.timezone,
+        }
     return DeploymentPlan(
-        name=f"{deployment_name_prefix(short_name, slug)}{module}",
-        flow=flow_name,
-        entrypoint=f"{flow_path.name}:{function_name}",
+        name=f"{deployment_name_prefix(short_name, slug)}{flow_path.stem}",
+        flow=flow.name,
+        entrypoint=f"{flow_path.name}:{flow.fn.__name__}",
         repository=repository.name,
         branch=repository.branch,
         branch_slug=slug,
         commit=repository.commit,
         label=label,
-        tags=[label],
+        tags=[label, *(deployment_settings.tags if production else ())],
         work_pool=settings.work_pool,
         work_pool_type=settings.work_pool_type,
         work_queue=label,
@@ -167,6 +189,12 @@ def build_plan(  # pylint: disable=too-many-arguments
         storage=str(settings.storage_path / relative_storage),
         storage_block=storage_block_name(relative_storage),
         files=list_deployable_files(
-            flows_dir, read_ignore_patterns(repository.top_level)
+            flow_path.parent, read_ignore_patterns(repository.top_level)
         ),
+        description=deployment_settings.describe(flow.description),
+        schedule=schedule,
+        parameters=(
+            dict(deployment_settings.production_parameters) if production else {}
+        ),
+        left_out=[] if production else _main_only(deployment_settings),
     )

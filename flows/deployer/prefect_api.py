@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterName,
+    DeploymentFilterTags,
+)
+from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.filesystems import LocalFileSystem
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
@@ -92,8 +98,31 @@ def job_variables(plan: DeploymentPlan, storage_root: str) -> dict:
     return {"image": plan.image, "volumes": [f"{storage_root}:{storage_root}:ro"]}
 
 
-async def register_deployment(
-    client: PrefectClient, plan: DeploymentPlan, flow, storage_root: str
+def schedules(plan: DeploymentPlan, paused: bool) -> list[DeploymentScheduleCreate]:
+    """The plan's cron schedule (none on dev), inactive when the deployment is paused."""
+    if plan.schedule is None:
+        return []
+    cron = CronSchedule(cron=plan.schedule["cron"], timezone=plan.schedule["timezone"])
+    return [DeploymentScheduleCreate(schedule=cron, active=not paused)]
+
+
+async def read_deployment(client: PrefectClient, plan: DeploymentPlan):
+    """The registered deployment of this plan, or None."""
+    try:
+        return await client.read_deployment_by_name(f"{plan.flow}/{plan.name}")
+    except ObjectNotFound:
+        return None
+
+
+def is_paused(deployment) -> bool:
+    """Whether a person paused the deployment or one of its schedules."""
+    return bool(deployment.paused) or any(
+        not schedule.active for schedule in deployment.schedules or []
+    )
+
+
+async def register_deployment(  # pylint: disable=too-many-arguments
+    client: PrefectClient, plan: DeploymentPlan, flow, storage_root: str, paused: bool
 ) -> UUID:
     """Create or update the deployment in one API call."""
     flow_id = await client.create_flow_from_name(flow.name)
@@ -101,16 +130,52 @@ async def register_deployment(
         flow_id=flow_id,
         name=plan.name,
         version=plan.commit[:12],
-        description=flow.description,
+        description=plan.description,
         work_pool_name=plan.work_pool,
         work_queue_name=plan.work_queue,
         tags=plan.tags,
         entrypoint=plan.entrypoint,
+        parameters=plan.parameters,
+        schedules=schedules(plan, paused),
+        paused=paused,
         parameter_openapi_schema=parameter_schema(flow).dict(),
         enforce_parameter_schema=True,
         pull_steps=pull_steps(plan),
         job_variables=job_variables(plan, storage_root),
     )
+
+
+async def delete_deployment(plan: DeploymentPlan, branch_prefix: str):
+    """Delete the plan's deployment; (whether it existed, names left on its branch)."""
+    async with get_client() as client:
+        existing = await read_deployment(client, plan)
+        if existing is not None:
+            await client.delete_deployment(existing.id)
+        return existing is not None, await names_starting_with(client, branch_prefix)
+
+
+async def names_starting_with(client: PrefectClient, prefix: str, tags=None) -> list:
+    """Deployments whose name starts with `prefix` (and that carry `tags`)."""
+    deployments = await client.read_deployments(
+        deployment_filter=DeploymentFilter(
+            name=DeploymentFilterName(like_=prefix),
+            tags=DeploymentFilterTags(all_=tags) if tags else None,
+        )
+    )
+    # `like_` matches anywhere in the name: keep the exact prefix only.
+    return [d for d in deployments if d.name.startswith(prefix)]
+
+
+async def delete_storage_block(block_name: str) -> None:
+    """Delete the storage block of a copy that no deployment uses any more."""
+    async with get_client() as client:
+        try:
+            block = await client.read_block_document_by_name(
+                block_name, STORAGE_BLOCK_TYPE
+            )
+        except ObjectNotFound:
+            return
+        await client.delete_block_document(block.id)
 
 
 def deployment_ui_url(deployment_id: UUID) -> str | None:

@@ -55,7 +55,7 @@ def test_deploy_from_main_registers_production(checkout, capsys):
 
     deployment = read_deployment("demo | main | example_flow")
     storage = Path(os.environ["FLOWS_STORAGE_ROOT"]) / "main" / REPO_NAME
-    assert deployment.tags == ["main"]
+    assert deployment.tags == ["main", "registrar"]
     assert deployment.work_pool_name == os.environ["FLOWS_WORK_POOL"]
     assert deployment.work_queue_name == "main"
     assert deployment.job_variables["image"] == f"localhost:5000/{REPO_NAME}:main"

@@ -1,0 +1,44 @@
+"""How one flow is deployed, declared in its flow file next to the flow.
+
+    DEPLOYMENT = util.DeploymentSettings(
+        schedule="0 2 * * *", timezone="America/Denver",
+        production_parameters={"env": "prod"}, tags=("registrar",),
+        source_systems=("Student database",), sink_systems=("Partner SFTP",),
+        customer_contact="Jane Doe <jane.doe@example.edu>",
+    )
+
+Schedule, production parameters and extra tags apply on main only: a dev deployment is
+never scheduled, and runs with the flow's defaults unless a run says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:  # pylint: disable=too-many-instance-attributes
+    """A flow's production schedule and parameters, and the facts about it."""
+
+    schedule: str | None = None
+    timezone: str = "UTC"
+    production_parameters: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    source_systems: tuple[str, ...] = ()
+    sink_systems: tuple[str, ...] = ()
+    customer_contact: str | None = None
+
+    def describe(self, flow_description: str | None) -> str:
+        """The deployment's description: the flow's docstring, then the facts."""
+        facts = [
+            ("Sources", ", ".join(self.source_systems)),
+            ("Sinks", ", ".join(self.sink_systems)),
+            ("Customer contact", self.customer_contact or ""),
+        ]
+        lines = [f"- {label}: {value}" for label, value in facts if value]
+        parts = [part for part in (flow_description or "", "\n".join(lines)) if part]
+        return "\n\n".join(parts)
+
+
+NO_SETTINGS = DeploymentSettings()
