@@ -77,10 +77,7 @@ def deployment_settings_of(flow: Flow) -> DeploymentSettings:
     return declared
 
 
-def plan_deployment(
-    settings: Settings, flow: Flow, flow_path: Path, docker_label: str | None
-) -> tuple[DeploymentPlan, object]:
-    """The checked plan and the repository; every problem found is refused at once."""
+def _unchecked_plan(settings, flow, flow_path, docker_label):
     repository = read_repository(flow_path.parent, settings)
     plan = build_plan(
         settings=settings,
@@ -90,6 +87,14 @@ def plan_deployment(
         docker_label=docker_label,
         deployment_settings=deployment_settings_of(flow),
     )
+    return plan, repository
+
+
+def plan_deployment(
+    settings: Settings, flow: Flow, flow_path: Path, docker_label: str | None
+) -> tuple[DeploymentPlan, object]:
+    """The checked plan and the repository; every problem found is refused at once."""
+    plan, repository = _unchecked_plan(settings, flow, flow_path, docker_label)
     problems = find_problems(plan, flow)
     if problems:
         listed = "\n".join(f"  - {problem}" for problem in problems)
@@ -240,14 +245,8 @@ def show_plan(settings: Settings, flow: Flow, flow_path: Path, docker_label) -> 
 
 def delete(settings: Settings, flow: Flow, flow_path: Path, *, production: bool):
     """Remove this branch's deployment of this flow; its storage copy with the last one."""
-    repository = read_repository(flow_path.parent, settings)
-    plan = build_plan(
-        settings=settings,
-        repository=repository,
-        flow=flow,
-        flow_path=flow_path,
-        docker_label=None,
-    )
+    # Unchecked: a flow file with a mistake in it can still have its deployment removed.
+    plan, _ = _unchecked_plan(settings, flow, flow_path, None)
     if plan.is_production and not production:
         raise UserError(
             "refusing to delete the production deployment without --production"

@@ -39,34 +39,31 @@ def service_unavailable(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def postgres():
-    """A real PostgreSQL 15 on 127.0.0.1 for the whole session."""
+def serve(start_server):
+    """Yield the server `start_server()` starts, or skip/fail when it cannot start."""
     try:
-        with services.running_postgres() as server:
+        with start_server() as server:
             yield server
     except services.ServiceUnavailable as error:
         service_unavailable(str(error))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL on 127.0.0.1 for the whole session."""
+    yield from serve(services.running_postgres)
 
 
 @pytest.fixture(scope="session")
 def sshd():
     """A real OpenSSH sshd on 127.0.0.1 for the whole session (tests must not kill it)."""
-    try:
-        with services.running_sshd() as server:
-            yield server
-    except services.ServiceUnavailable as error:
-        service_unavailable(str(error))
+    yield from serve(services.running_sshd)
 
 
 @pytest.fixture
 def own_sshd():
     """A real sshd of this test's own, which it may kill and restart."""
-    try:
-        with services.running_sshd() as server:
-            yield server
-    except services.ServiceUnavailable as error:
-        service_unavailable(str(error))
+    yield from serve(services.running_sshd)
 
 
 def sftp_connection_to(server, remote_dir: str, **overrides):
