@@ -117,3 +117,22 @@ def test_connection_block_keeps_the_password_apart(postgres):
         assert session.execute(text("SELECT 1")).scalar() == 1
     assert postgres.password not in repr(engine.url)
     assert postgres.password not in str(connection)
+
+
+def test_stopping_early_releases_the_database(postgres):
+    """A reader that stops after one chunk of a large COPY leaves nothing stuck."""
+    engine = create_engine(postgres.url())
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS big"))
+        connection.execute(
+            text(
+                "CREATE TABLE big AS SELECT g AS id, md5(g::text) AS t"
+                " FROM generate_series(1, 200000) AS g"
+            )
+        )
+    frames = database.iterate_query_frames(engine, "SELECT * FROM big", chunk_rows=1000)
+    assert len(next(frames)) == 1000
+    frames.close()  # the producer thread must end, not wait on a full pipe
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM big")).scalar() == 200000
+    engine.dispose()
