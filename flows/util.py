@@ -1,9 +1,11 @@
-"""The command line every flow file ends with: `python3 flows/<flow>.py deploy|run|...`.
+"""The command line every flow file ends with: `python3 flows/<flow>.py deploy|run|...`,
+and `python3 flows/util.py ...` for commands about all the flows of the repository.
 
 The deploy machinery lives in the `deployer` package beside this file; its settings
 (deployer/settings.py) are each overridable by an environment variable FLOWS_<NAME>.
-Only the light settings module is imported with this one: a flow run never loads the
-rest of the deployer.
+Flow files use `util.DeploymentSettings` to declare how they are deployed. Only these
+light, Prefect-free modules are imported with this one: a flow run never loads the rest
+of the deployer.
 """
 
 from __future__ import annotations
