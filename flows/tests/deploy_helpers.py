@@ -1,6 +1,8 @@
 """Helpers for the deploy tests: call a flow file's command line, read the server."""
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
@@ -24,6 +26,18 @@ def run_command_line(
             str(checkout / "flows" / flow_file), function, list(args)
         ),
         capsys,
+    )
+
+
+def run_flow_script(checkout: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python3 flows/example_flow.py ARGS` as a person runs it: a process of its own."""
+    return subprocess.run(
+        [sys.executable, "flows/example_flow.py", *args],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 

@@ -2,13 +2,11 @@
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import git
-from deploy_helpers import count_deployments, run_command_line
+from deploy_helpers import count_deployments, run_command_line, run_flow_script
 
 import local_prefect
 from services import free_port
@@ -143,14 +141,7 @@ def test_unreachable_api_names_the_address(checkout, capsys, monkeypatch):
 
 def test_real_command_line_prints_no_traceback(checkout):
     """The flow file run as a script: one line, exit 2, no traceback."""
-    completed = subprocess.run(
-        [sys.executable, "flows/example_flow.py", "deploy", "--docker-label", "x"],
-        cwd=checkout,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    completed = run_flow_script(checkout, "deploy", "--docker-label", "x")
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
         "error: --docker-label is refused on main: production only runs the main image"

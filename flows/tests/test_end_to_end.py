@@ -1,10 +1,9 @@
 """From `deploy` to a Completed run: real server, real worker, code from storage."""
 
 import os
-import subprocess
-import sys
 
 from conftest import git
+from deploy_helpers import run_flow_script
 
 import local_prefect
 from deployer.repository import branch_slug
@@ -17,14 +16,7 @@ def test_worker_runs_the_deployed_copy_to_completion(
     monkeypatch.setenv("FLOWS_WORK_POOL_TYPE", "process")
     monkeypatch.setenv("FLOWS_OUTPUT_DIR", str(tmp_path / "output"))  # the worker's
     git(checkout, "switch", "-q", "-c", "feature/e2e")
-    deployed = subprocess.run(
-        [sys.executable, "flows/example_flow.py", "deploy"],
-        cwd=checkout,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    deployed = run_flow_script(checkout, "deploy")
     assert deployed.returncode == 0, deployed.stderr
     # The summary's first line: "Deployed <flow>/<deployment> as dev (<branch>), ..."
     first_line = deployed.stdout.splitlines()[0]

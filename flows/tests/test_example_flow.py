@@ -1,11 +1,10 @@
 """The example flow, whole: dev on a fresh checkout, prod against PostgreSQL and sshd."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 from conftest import sftp_connection_to
+from deploy_helpers import run_flow_script
 from prefect.blocks.system import Secret
 from sqlalchemy import create_engine
 
@@ -24,14 +23,7 @@ def test_dev_run_needs_no_configuration(checkout, monkeypatch):
     """`python3 flows/example_flow.py run` on a fresh clone writes its four files."""
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.delenv("FLOWS_OUTPUT_DIR", raising=False)
-    completed = subprocess.run(
-        [sys.executable, "flows/example_flow.py", "run"],
-        cwd=checkout,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    completed = run_flow_script(checkout, "run")
     assert completed.returncode == 0, completed.stderr[-3000:]
     output = checkout / "flows" / "output" / "dev"
     assert sorted(os.listdir(output)) == DELIVERED
