@@ -205,6 +205,18 @@ def _stored_files(storage: Path) -> set[str]:
     }
 
 
+def _differences(existing, plan: DeploymentPlan):
+    """(changed fields with old and new values, files added, files removed)."""
+    old, new = _registered_fields(existing), _planned_fields(plan)
+    changes = [
+        (field, old[field], value)
+        for field, value in new.items()
+        if old[field] != value
+    ]
+    stored, planned = _stored_files(Path(plan.storage)), set(plan.files)
+    return changes, sorted(planned - stored), sorted(stored - planned)
+
+
 def show_plan(settings: Settings, flow: Flow, flow_path: Path, docker_label) -> str:
     """Print what `deploy` would change against what is registered; change nothing."""
     plan, _ = plan_deployment(settings, flow, flow_path, docker_label)
@@ -222,14 +234,7 @@ def show_plan(settings: Settings, flow: Flow, flow_path: Path, docker_label) -> 
         for field, value in _planned_fields(plan).items():
             print(f"  {field}: {value!r}")
         return "create"
-    old, new = _registered_fields(existing), _planned_fields(plan)
-    changes = [
-        (field, old[field], value)
-        for field, value in new.items()
-        if old[field] != value
-    ]
-    stored, planned = _stored_files(Path(plan.storage)), set(plan.files)
-    added, removed = sorted(planned - stored), sorted(stored - planned)
+    changes, added, removed = _differences(existing, plan)
     if not changes and not added and not removed:
         print(f"unchanged {title}")
         return "unchanged"

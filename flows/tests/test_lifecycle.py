@@ -100,6 +100,36 @@ def test_each_validation_problem_refuses_the_deploy(mistake, checkout, capsys):
 
 
 @pytest.mark.usefixtures("prefect_api_url")
+def test_bad_image_alone_refuses_the_deploy(checkout, capsys, monkeypatch):
+    """A registry setting that makes no image reference: exit 2, nothing done."""
+    monkeypatch.setenv("FLOWS_DOCKER_REGISTRY", "Not A Registry")
+    before = count_deployments()
+    code, _, err = run_command_line(checkout, "deploy", capsys=capsys)
+    assert code == 2 and "1 problem(s)" in err, err
+    assert "image 'Not A Registry/acme-data-flows-demo:main' is not a valid" in err
+    assert count_deployments() == before
+    assert not Path(os.environ["FLOWS_STORAGE_ROOT"]).exists()
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_bad_deployment_name_alone_refuses_the_deploy(checkout, capsys):
+    """A flow file whose name Prefect refuses in a deployment name: exit 2."""
+    flows = checkout / "flows"
+    (flows / "nightly%extract.py").write_text((flows / "example_flow.py").read_text())
+    git(checkout, "add", "-A")
+    git(checkout, "commit", "-q", "-m", "a flow file named with %")
+    git(checkout, "push", "-q", "origin", "HEAD")
+    before = count_deployments()
+    code, _, err = run_command_line(
+        checkout, "deploy", capsys=capsys, flow_file="nightly%extract.py"
+    )
+    assert code == 2 and "1 problem(s)" in err, err
+    assert "deployment name 'demo | main | nightly%extract' contains %" in err
+    assert count_deployments() == before
+    assert not Path(os.environ["FLOWS_STORAGE_ROOT"]).exists()
+
+
+@pytest.mark.usefixtures("prefect_api_url")
 def test_every_problem_is_reported_at_once(checkout, capsys, monkeypatch):
     """Several problems, including a bad image and deployment name: all listed."""
     monkeypatch.setenv("FLOWS_DOCKER_REGISTRY", "Not A Registry")
