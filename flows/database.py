@@ -24,13 +24,10 @@ from sqlalchemy.engine import Engine, make_url
 
 import arrow_csv
 from logs import run_logger
-from streams import CountingWriter
+from streams import CHUNK_BYTES, CountingWriter
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 DEFAULT_CHUNK_ROWS = 50_000
-# What a COPY or a CSV row stream hands to the sink at once: large enough that the
-# per-write cost of the sink (an SFTP request, a syscall) vanishes.
-STREAM_BUFFER_BYTES = 1 << 20
 
 
 class DatabaseConnection(Block):
@@ -131,7 +128,7 @@ def copy_query_as_csv(
     """
     engine = _engine_of(source)
     # Writes of one row each would cost a sink call per row: buffer them in C.
-    buffered = io.BufferedWriter(CountingWriter(destination), STREAM_BUFFER_BYTES)
+    buffered = io.BufferedWriter(CountingWriter(destination), CHUNK_BYTES)
     with engine.connect() as connection:
         if engine.dialect.name == "postgresql":
             rows = _postgres_copy(connection, query, parameters, buffered)
@@ -179,7 +176,7 @@ def _postgres_frames(engine, query, parameters, chunk_rows) -> Iterator[pd.DataF
 
         def produce():
             try:
-                with os.fdopen(write_end, "wb", STREAM_BUFFER_BYTES) as pipe:
+                with os.fdopen(write_end, "wb", CHUNK_BYTES) as pipe:
                     cursor.copy_expert(_copy_statement(bound), pipe)
             except Exception as error:  # pylint: disable=broad-exception-caught
                 failures.append(error)  # re-raised below, in the caller's thread

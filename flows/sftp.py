@@ -25,9 +25,8 @@ from prefect.tasks import exponential_backoff
 from pydantic.v1 import Field
 
 from logs import run_logger
-from streams import CountingWriter
+from streams import CHUNK_BYTES, CountingWriter
 
-COPY_CHUNK_BYTES = 1 << 20
 _KEY_TYPES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 
 
@@ -166,7 +165,7 @@ def remote_writer(
         if atomic
         else remote_path
     )
-    remote_file = sftp.open(target, "wb", bufsize=COPY_CHUNK_BYTES)
+    remote_file = sftp.open(target, "wb", bufsize=CHUNK_BYTES)
     remote_file.set_pipelined(True)
     writer = CountingWriter(remote_file)
     try:
@@ -214,7 +213,7 @@ def _check_and_rename(sftp, temporary: str, final: str, expected_size: int) -> N
 def copy_stream(source: BinaryIO, destination) -> int:
     """Copy `source` to `destination` in large chunks; bytes copied."""
     copied = 0
-    while chunk := source.read(COPY_CHUNK_BYTES):
+    while chunk := source.read(CHUNK_BYTES):
         destination.write(chunk)
         copied += len(chunk)
     return copied

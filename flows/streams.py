@@ -1,8 +1,12 @@
-"""The one stream adapter the sources and sinks share."""
+"""The stream adapter and chunk size the sources and sinks share."""
 
 from __future__ import annotations
 
 import io
+
+# What a source hands to a sink at once (a COPY, a CSV stream, a file copy): large
+# enough that the cost of one sink write (an SFTP request, a syscall) vanishes.
+CHUNK_BYTES = 1 << 20
 
 
 class CountingWriter(io.RawIOBase):
