@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
-import shutil
 import sys
 from pathlib import Path
 
@@ -13,9 +12,14 @@ from prefect import Flow
 from prefect.client.orchestration import get_client
 
 from deployer import prefect_api
-from deployer.plan import DeploymentPlan, build_plan, write_default_ignore_file
+from deployer.plan import (
+    DeploymentPlan,
+    branch_prefix_of,
+    build_plan,
+    write_default_ignore_file,
+)
 from deployer.repository import guard_production, read_repository
-from deployer.storage import replaced_directory
+from deployer.storage import remove_stored_copy, replaced_directory
 from deployer.validation import find_problems
 from deployer.deployment_settings import NO_SETTINGS, DeploymentSettings
 from deployer.errors import UserError
@@ -257,14 +261,13 @@ def delete(settings: Settings, flow: Flow, flow_path: Path, *, production: bool)
             "refusing to delete the production deployment without --production"
         )
     prefect_api.require_api_url()
-    prefix = plan.name.rsplit(" | ", 1)[0] + " | "
-    deleted, remaining = asyncio.run(prefect_api.delete_deployment(plan, prefix))
+    deleted, remaining = asyncio.run(
+        prefect_api.delete_deployment(plan, branch_prefix_of(plan.name))
+    )
     print(
         f"deleted {plan.flow}/{plan.name}" if deleted else f"no deployment {plan.name}"
     )
     if not remaining:
-        asyncio.run(prefect_api.delete_storage_block(plan.storage_block))
-        if Path(plan.storage).exists():
-            shutil.rmtree(plan.storage)
+        asyncio.run(remove_stored_copy(Path(plan.storage), plan.storage_block))
         print(f"deleted storage {plan.storage} (no deployment of {plan.branch} left)")
     return deleted

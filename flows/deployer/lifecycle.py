@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import shutil
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
@@ -12,6 +11,8 @@ from prefect.client.orchestration import get_client
 from deployer import commands, prefect_api
 from deployer.errors import UserError
 from deployer.plan import (
+    NAME_SEPARATOR,
+    branch_slug_of,
     deployment_name_prefix,
     relative_storage_path,
     short_repository_name,
@@ -19,6 +20,7 @@ from deployer.plan import (
 )
 from deployer.repository import branch_slug, label_of, read_repository, run_git
 from deployer.settings import Settings
+from deployer.storage import remove_stored_copy
 
 CLI_FUNCTION = "run_flow_command_line_interface"
 
@@ -89,9 +91,9 @@ async def _prune(settings, repository_name, live_slugs, dry_run) -> list[str]:
     short_name = short_repository_name(repository_name, settings.repo_name_marker)
     async with get_client() as client:
         deployments = await prefect_api.names_starting_with(
-            client, f"{short_name} | ", tags=["dev"]
+            client, f"{short_name}{NAME_SEPARATOR}", tags=["dev"]
         )
-    slugs = {deployment.name.split(" | ")[1] for deployment in deployments}
+    slugs = {branch_slug_of(deployment.name) for deployment in deployments}
     gone = sorted(slugs - live_slugs)
     if not gone:
         print("nothing to prune: every dev deployment's branch is on origin")
@@ -117,8 +119,6 @@ async def _delete_slugs(settings, repository_name, slugs, dry_run) -> list[str]:
                 deleted.append(deployment.name)
         storage = settings.storage_path / relative_storage
         if not dry_run:
-            await prefect_api.delete_storage_block(storage_block_name(relative_storage))
-            if storage.exists():
-                shutil.rmtree(storage)
+            await remove_stored_copy(storage, storage_block_name(relative_storage))
         print(f"{verb} storage {storage}")
     return deleted

@@ -104,9 +104,22 @@ def relative_storage_path(repository_name: str, label: str, slug: str) -> str:
     return f"dev/{repository_name}/{slug}"
 
 
+NAME_SEPARATOR = " | "
+
+
 def deployment_name_prefix(short_name: str, slug: str) -> str:
     """What every deployment name of one branch of one repository starts with."""
-    return f"{short_name} | {slug} | "
+    return f"{short_name}{NAME_SEPARATOR}{slug}{NAME_SEPARATOR}"
+
+
+def branch_prefix_of(deployment_name: str) -> str:
+    """`{short} | {slug} | ` of a deployment name `{short} | {slug} | {module}`."""
+    return deployment_name.rsplit(NAME_SEPARATOR, 1)[0] + NAME_SEPARATOR
+
+
+def branch_slug_of(deployment_name: str) -> str:
+    """`{slug}` of a deployment name `{short} | {slug} | {module}`."""
+    return deployment_name.split(NAME_SEPARATOR)[1]
 
 
 def docker_registry(settings: Settings, repository: Repository) -> str:

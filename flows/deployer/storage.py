@@ -1,4 +1,5 @@
-"""Flow storage on a local folder: the copy of flows/ that a deployment's runs pull."""
+"""Flow storage on a local folder: the copy of flows/ that a deployment's runs pull,
+and the storage block that points at it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import tempfile
 import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from deployer.prefect_api import delete_storage_block
 
 # Workers may run as another user (the image's non-root user): the copy must be
 # readable by everyone, as a checkout is.
@@ -54,3 +57,10 @@ def replaced_directory(
         raise
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+async def remove_stored_copy(storage: Path, block_name: str) -> None:
+    """Remove a copy no deployment uses any more, and the block that points at it."""
+    await delete_storage_block(block_name)
+    if storage.exists():
+        shutil.rmtree(storage)
