@@ -128,7 +128,11 @@ def stop_server(home: Path) -> bool:
 
 @contextmanager
 def running_worker(pool: str, url: str, log_path: Path) -> Iterator[None]:
-    """A worker of `pool` polling every second, stopped when the block ends."""
+    """A worker of `pool` polling every second, stopped when the block ends.
+
+    It starts in the log's folder, not in a checkout: what it runs comes from the
+    deployment's pull step alone.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         worker = subprocess.Popen(  # pylint: disable=consider-using-with
@@ -142,6 +146,7 @@ def running_worker(pool: str, url: str, log_path: Path) -> Iterator[None]:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            cwd=log_path.parent,
         )
     try:
         yield

@@ -1,4 +1,4 @@
-"""Throw-away PostgreSQL and OpenSSH servers on 127.0.0.1, for the tests and benchmarks.
+"""Throw-away PostgreSQL, OpenSSH and S3-compatible servers on 127.0.0.1, for tests.
 
 Each is a context manager that starts the real server in a temporary folder, waits
 until it answers (bounded in time), yields how to reach it, and stops it.
@@ -14,8 +14,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -238,3 +240,49 @@ def running_sshd() -> Iterator[Sshd]:
         with contextlib.suppress(OSError, ValueError):
             _kill_tree(int((folder / "sshd.pid").read_text(encoding="utf-8")))
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class S3Server:
+    """A running S3-compatible server (moto's server mode) and its address."""
+
+    endpoint_url: str
+    process: subprocess.Popen
+
+
+def _wait_for_http(url: str, process: subprocess.Popen, name: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceUnavailable(f"{name} exited with status {process.returncode}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        time.sleep(0.1)
+    raise ServiceUnavailable(f"{name} did not answer at {url}")
+
+
+@contextlib.contextmanager
+def running_s3_server() -> Iterator[S3Server]:
+    """moto's S3-compatible server on 127.0.0.1: any key is accepted, state in memory."""
+    executable = Path(sys.executable).parent / "moto_server"
+    if not executable.exists():
+        raise ServiceUnavailable(f"moto_server is not installed ({executable})")
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(  # pylint: disable=consider-using-with
+            [str(executable), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            endpoint_url = f"http://127.0.0.1:{port}"
+            _wait_for_http(endpoint_url, process, "moto_server")
+            yield S3Server(endpoint_url=endpoint_url, process=process)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()

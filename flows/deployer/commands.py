@@ -19,7 +19,7 @@ from deployer.plan import (
     write_default_ignore_file,
 )
 from deployer.repository import guard_production, read_repository
-from deployer.storage import remove_stored_copy, replaced_directory
+from deployer.storage import storage_for
 from deployer.validation import find_problems
 from deployer.deployment_settings import NO_SETTINGS, DeploymentSettings
 from deployer.errors import UserError
@@ -122,15 +122,16 @@ def deploy(
         print(plan.to_json())
         return plan
     api_url = prefect_api.require_api_url()
+    storage = storage_for(settings)
     write_default_ignore_file(repository.top_level)
-    deployment_id, kept_paused = asyncio.run(
-        _apply(plan, flow, flow_path.parent, settings, api_url)
+    deployment_id, copy, kept_paused = asyncio.run(
+        _apply(plan, flow, flow_path.parent, storage, api_url)
     )
-    _print_summary(plan, deployment_id, kept_paused)
+    _print_summary(plan, deployment_id, copy, kept_paused)
     return plan
 
 
-async def _apply(plan, flow, flows_dir, settings, api_url):
+async def _apply(plan, flow, flows_dir, storage, api_url):
     async with get_client() as client:
         await prefect_api.check_api_reachable(client, api_url)
         existing = await prefect_api.read_deployment(client, plan)
@@ -139,22 +140,28 @@ async def _apply(plan, flow, flows_dir, settings, api_url):
         await prefect_api.ensure_work_pool(
             client, plan.work_pool, plan.work_pool_type, plan.work_queue
         )
-        await prefect_api.save_storage_block(plan.storage_block, plan.storage)
-        storage_root = str(settings.storage_path)
-        with replaced_directory(flows_dir, plan.files, Path(plan.storage)):
-            deployment_id = await prefect_api.register_deployment(
-                client, plan, flow, storage_root, paused=kept_paused
+
+        async def register(pull_steps, storage_needs):
+            return await prefect_api.register_deployment(
+                client,
+                plan,
+                flow,
+                pull_steps=pull_steps,
+                storage_needs=storage_needs,
+                paused=kept_paused,
             )
-        return deployment_id, kept_paused
+
+        deployment_id, copy = await storage.publish(client, plan, flows_dir, register)
+        return deployment_id, copy, kept_paused
 
 
-def _print_summary(plan: DeploymentPlan, deployment_id, kept_paused: bool) -> None:
+def _print_summary(plan: DeploymentPlan, deployment_id, copy, kept_paused) -> None:
     kind = "production" if plan.is_production else f"dev ({plan.branch})"
     print(f"Deployed {plan.flow}/{plan.name} as {kind}, tags {plan.tags}")
     print(f"  runs on work pool {plan.work_pool}, queue {plan.work_queue}")
     if plan.work_pool_type == "docker":
         print(f"  image {plan.image}")
-    print(f"  code: {len(plan.files)} files from flows/ copied to {plan.storage}")
+    print(f"  code: {len(plan.files)} files from flows/ copied to {copy}")
     if plan.schedule:
         print(f"  schedule {plan.schedule['cron']} ({plan.schedule['timezone']})")
     if plan.parameters:
@@ -199,17 +206,7 @@ def _planned_fields(plan: DeploymentPlan) -> dict:
     }
 
 
-def _stored_files(storage: Path) -> set[str]:
-    if not storage.is_dir():
-        return set()
-    return {
-        path.relative_to(storage).as_posix()
-        for path in storage.rglob("*")
-        if path.is_file()
-    }
-
-
-def _differences(existing, plan: DeploymentPlan):
+def _differences(existing, plan: DeploymentPlan, stored: set[str]):
     """(changed fields with old and new values, files added, files removed)."""
     old, new = _registered_fields(existing), _planned_fields(plan)
     changes = [
@@ -217,28 +214,38 @@ def _differences(existing, plan: DeploymentPlan):
         for field, value in new.items()
         if old[field] != value
     ]
-    stored, planned = _stored_files(Path(plan.storage)), set(plan.files)
+    planned = set(plan.files)
     return changes, sorted(planned - stored), sorted(stored - planned)
+
+
+async def _read_registered(storage, plan: DeploymentPlan, api_url: str):
+    """(the registered deployment or None, the files of its stored copy)."""
+    async with get_client() as client:
+        await prefect_api.check_api_reachable(client, api_url)
+        existing = await prefect_api.read_deployment(client, plan)
+        if existing is None:
+            return None, set()
+        return existing, await storage.stored_files(client, plan)
 
 
 def show_plan(settings: Settings, flow: Flow, flow_path: Path, docker_label) -> str:
     """Print what `deploy` would change against what is registered; change nothing."""
     plan, _ = plan_deployment(settings, flow, flow_path, docker_label)
     api_url = prefect_api.require_api_url()
+    storage = storage_for(settings)
+    existing, stored = asyncio.run(_read_registered(storage, plan, api_url))
+    return _print_plan(plan, existing, stored)
 
-    async def read():
-        async with get_client() as client:
-            await prefect_api.check_api_reachable(client, api_url)
-            return await prefect_api.read_deployment(client, plan)
 
-    existing = asyncio.run(read())
+def _print_plan(plan: DeploymentPlan, existing, stored: set[str]) -> str:
+    """Print create, unchanged or change with each difference; which one it is."""
     title = f"{plan.flow}/{plan.name}"
     if existing is None:
         print(f"create {title}")
         for field, value in _planned_fields(plan).items():
             print(f"  {field}: {value!r}")
         return "create"
-    changes, added, removed = _differences(existing, plan)
+    changes, added, removed = _differences(existing, plan, stored)
     if not changes and not added and not removed:
         print(f"unchanged {title}")
         return "unchanged"
@@ -261,6 +268,7 @@ def delete(settings: Settings, flow: Flow, flow_path: Path, *, production: bool)
             "refusing to delete the production deployment without --production"
         )
     prefect_api.require_api_url()
+    storage = storage_for(settings)
     deleted, remaining = asyncio.run(
         prefect_api.delete_deployment(plan, branch_prefix_of(plan.name))
     )
@@ -268,6 +276,6 @@ def delete(settings: Settings, flow: Flow, flow_path: Path, *, production: bool)
         f"deleted {plan.flow}/{plan.name}" if deleted else f"no deployment {plan.name}"
     )
     if not remaining:
-        asyncio.run(remove_stored_copy(Path(plan.storage), plan.storage_block))
+        asyncio.run(storage.remove(plan.storage, plan.storage_block))
         print(f"deleted storage {plan.storage} (no deployment of {plan.branch} left)")
     return deleted

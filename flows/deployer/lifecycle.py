@@ -20,7 +20,7 @@ from deployer.plan import (
 )
 from deployer.repository import branch_slug, label_of, read_repository, run_git
 from deployer.settings import Settings
-from deployer.storage import remove_stored_copy
+from deployer.storage import storage_for
 
 CLI_FUNCTION = "run_flow_command_line_interface"
 
@@ -105,6 +105,7 @@ async def _delete_slugs(settings, repository_name, slugs, dry_run) -> list[str]:
     """Delete the dev deployments, storage copy and block of each branch slug."""
     short_name = short_repository_name(repository_name, settings.repo_name_marker)
     verb = "would delete" if dry_run else "deleted"
+    storage = storage_for(settings)
     deleted = []
     for slug in slugs:
         relative_storage = relative_storage_path(repository_name, "dev", slug)
@@ -117,8 +118,8 @@ async def _delete_slugs(settings, repository_name, slugs, dry_run) -> list[str]:
                     await client.delete_deployment(deployment.id)
                 print(f"{verb} deployment {deployment.name}")
                 deleted.append(deployment.name)
-        storage = settings.storage_path / relative_storage
+        location = settings.storage_location(relative_storage)
         if not dry_run:
-            await remove_stored_copy(storage, storage_block_name(relative_storage))
-        print(f"{verb} storage {storage}")
+            await storage.remove(location, storage_block_name(relative_storage))
+        print(f"{verb} storage {location}")
     return deleted

@@ -199,7 +199,7 @@ def build_plan(  # pylint: disable=too-many-arguments
         work_pool_type=settings.work_pool_type,
         work_queue=label,
         image=f"{registry}/{repository.name.lower()}:{image_label(docker_label, label)}",
-        storage=str(settings.storage_path / relative_storage),
+        storage=settings.storage_location(relative_storage),
         storage_block=storage_block_name(relative_storage),
         files=list_deployable_files(
             flow_path.parent, read_ignore_patterns(repository.top_level)

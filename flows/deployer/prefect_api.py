@@ -13,7 +13,6 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-from prefect.filesystems import LocalFileSystem
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from prefect.utilities.callables import parameter_schema
 from prefect.workers.utilities import (
@@ -22,8 +21,6 @@ from prefect.workers.utilities import (
 
 from deployer.plan import DeploymentPlan
 from deployer.errors import UserError
-
-STORAGE_BLOCK_TYPE = "local-file-system"
 
 
 def require_api_url() -> str:
@@ -74,28 +71,11 @@ async def ensure_work_pool(
         pass
 
 
-async def save_storage_block(block_name: str, storage_path: str) -> None:
-    """The block the pull step loads: it points at the deployed copy of flows/."""
-    await LocalFileSystem(basepath=storage_path).save(block_name, overwrite=True)
-
-
-def pull_steps(plan: DeploymentPlan) -> list[dict]:
-    """Each run copies the deployed flows/ into its own working directory first."""
-    return [
-        {
-            "prefect.deployments.steps.pull_with_block": {
-                "block_document_name": plan.storage_block,
-                "block_type_slug": STORAGE_BLOCK_TYPE,
-            }
-        }
-    ]
-
-
-def job_variables(plan: DeploymentPlan, storage_root: str) -> dict:
-    """What the worker needs: for Docker, the image and the storage folder mounted."""
+def job_variables(plan: DeploymentPlan, storage_needs: dict) -> dict:
+    """What the worker needs: for Docker, the image and what the storage asks for."""
     if plan.work_pool_type != "docker":
         return {}
-    return {"image": plan.image, "volumes": [f"{storage_root}:{storage_root}:ro"]}
+    return {"image": plan.image, **storage_needs}
 
 
 def schedules(plan: DeploymentPlan, paused: bool) -> list[DeploymentScheduleCreate]:
@@ -122,7 +102,13 @@ def is_paused(deployment) -> bool:
 
 
 async def register_deployment(  # pylint: disable=too-many-arguments
-    client: PrefectClient, plan: DeploymentPlan, flow, storage_root: str, paused: bool
+    client: PrefectClient,
+    plan: DeploymentPlan,
+    flow,
+    *,
+    pull_steps: list[dict],
+    storage_needs: dict,
+    paused: bool,
 ) -> UUID:
     """Create or update the deployment in one API call."""
     flow_id = await client.create_flow_from_name(flow.name)
@@ -140,8 +126,8 @@ async def register_deployment(  # pylint: disable=too-many-arguments
         paused=paused,
         parameter_openapi_schema=parameter_schema(flow).dict(),
         enforce_parameter_schema=True,
-        pull_steps=pull_steps(plan),
-        job_variables=job_variables(plan, storage_root),
+        pull_steps=pull_steps,
+        job_variables=job_variables(plan, storage_needs),
     )
 
 
@@ -166,12 +152,21 @@ async def names_starting_with(client: PrefectClient, prefix: str, tags=None) -> 
     return [d for d in deployments if d.name.startswith(prefix)]
 
 
-async def delete_storage_block(block_name: str) -> None:
-    """Delete the storage block of a copy that no deployment uses any more."""
+async def block_exists(client: PrefectClient, name: str, type_slug: str) -> bool:
+    """Whether the workspace has the block `type_slug/name`."""
+    try:
+        await client.read_block_document_by_name(name, type_slug, include_secrets=False)
+    except ObjectNotFound:
+        return False
+    return True
+
+
+async def delete_block(name: str, type_slug: str) -> None:
+    """Delete the block `type_slug/name` if it exists."""
     async with get_client() as client:
         try:
             block = await client.read_block_document_by_name(
-                block_name, STORAGE_BLOCK_TYPE
+                name, type_slug, include_secrets=False
             )
         except ObjectNotFound:
             return

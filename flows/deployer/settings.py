@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+S3_SCHEME = "s3://"
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -38,7 +40,19 @@ SETTINGS = {
     "storage_root": Setting(
         "FLOWS_STORAGE_ROOT",
         "~/.prefect/flow-storage",
-        "folder that holds the deployed copies of flows/",
+        "where the deployed copies of flows/ live: a folder the workers can read, "
+        "or s3://bucket/prefix on S3 or an S3-compatible store",
+    ),
+    "s3_endpoint_url": Setting(
+        "FLOWS_S3_ENDPOINT_URL",
+        "",
+        "the S3 API's address when the store is not AWS (MinIO, ...)",
+    ),
+    "s3_credentials_block": Setting(
+        "FLOWS_S3_CREDENTIALS_BLOCK",
+        "flows-storage",
+        "flows-s3-credentials block with the store's key, for a deployer or a "
+        "worker without AWS credentials of its own",
     ),
     "repo_name": Setting(
         "FLOWS_REPO_NAME",
@@ -65,6 +79,8 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     work_pool: str
     work_pool_type: str
     storage_root: str
+    s3_endpoint_url: str
+    s3_credentials_block: str
     repo_name: str
     repo_name_marker: str
     main_branch: str
@@ -84,6 +100,17 @@ class Settings:  # pylint: disable=too-many-instance-attributes
         return cls(**values)
 
     @property
+    def storage_is_s3(self) -> bool:
+        """Whether the storage root is an s3:// URL rather than a folder."""
+        return self.storage_root.startswith(S3_SCHEME)
+
+    @property
     def storage_path(self) -> Path:
-        """The storage root as an absolute path."""
+        """The storage root folder as an absolute path (local storage only)."""
         return Path(self.storage_root).expanduser().resolve()
+
+    def storage_location(self, relative: str) -> str:
+        """Where below the storage root `relative` lives: a path, or an s3:// URL."""
+        if self.storage_is_s3:
+            return f"{self.storage_root.rstrip('/')}/{relative}"
+        return str(self.storage_path / relative)

@@ -5,9 +5,11 @@ REQUIRE_SERVICES=1 (set by .ci/run and GitHub Actions): then it fails.
 """
 
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 # Prefect reads its settings when first imported: keep the tests' Prefect state out of
@@ -64,6 +66,90 @@ def sshd():
 def own_sshd():
     """A real sshd of this test's own, which it may kill and restart."""
     yield from serve(services.running_sshd)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3-compatible server on 127.0.0.1 for the whole session."""
+    yield from serve(services.running_s3_server)
+
+
+@dataclass
+class S3Bucket:
+    """A bucket of the test's own, the storage root in it, and the key of its block."""
+
+    endpoint_url: str
+    bucket: str
+    root: str
+    credentials_block: str
+    access_key_id: str
+    secret_access_key: str
+
+    def filesystem(self):
+        """An s3fs client of the server that never answers from a cache."""
+        # pylint: disable-next=import-outside-toplevel
+        import s3fs
+
+        return s3fs.S3FileSystem(
+            key=self.access_key_id,
+            secret=self.secret_access_key,
+            client_kwargs={"endpoint_url": self.endpoint_url},
+            skip_instance_cache=True,
+            use_listings_cache=False,
+        )
+
+    def keys(self, below: str = "") -> list[str]:
+        """Every object key below `root/below`, relative to the root, sorted."""
+        prefix = f"{self.root.removeprefix('s3://')}/"
+        found = self.filesystem().find(prefix + below)
+        return sorted(key.removeprefix(prefix) for key in found)
+
+
+def without_aws_credential_chain(monkeypatch) -> None:
+    """No AWS key from the environment, a profile or an instance role."""
+    for variable in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+    ):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def s3_bucket(s3_server, prefect_api_url, tmp_path, monkeypatch):
+    """FLOWS_STORAGE_ROOT in a fresh bucket; its key only in a saved credentials block.
+
+    The AWS credential chain is emptied, here and in the processes the test starts,
+    so the deployer and the workers can only use the block.
+    """
+    # pylint: disable-next=import-outside-toplevel
+    from deployer.object_storage import S3Credentials
+
+    del prefect_api_url  # the block is saved on the session's server
+    suffix = tmp_path.name[-20:].lower().replace("_", "-")
+    bucket = S3Bucket(
+        endpoint_url=s3_server.endpoint_url,
+        bucket=f"flows-{suffix}",
+        root=f"s3://flows-{suffix}/prefect",
+        credentials_block=f"storage-{suffix}",
+        access_key_id=f"AKIATEST{secrets.token_hex(6).upper()}",
+        secret_access_key=f"secret-{secrets.token_urlsafe(24)}",
+    )
+    without_aws_credential_chain(monkeypatch)
+    monkeypatch.setenv("FLOWS_STORAGE_ROOT", bucket.root)
+    monkeypatch.setenv("FLOWS_S3_ENDPOINT_URL", bucket.endpoint_url)
+    monkeypatch.setenv("FLOWS_S3_CREDENTIALS_BLOCK", bucket.credentials_block)
+    bucket.filesystem().mkdir(bucket.bucket)
+    S3Credentials(
+        aws_access_key_id=bucket.access_key_id,
+        aws_secret_access_key=bucket.secret_access_key,
+    ).save(bucket.credentials_block, overwrite=True)
+    return bucket
 
 
 def sftp_connection_to(server, remote_dir: str, **overrides):

@@ -8,7 +8,10 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
+import pytest
+
 import util
+from deployer import prefect_api
 
 FLOW_NAME = "example-flow"
 
@@ -31,14 +34,31 @@ def run_command_line(
 
 def run_flow_script(checkout: Path, *args: str) -> subprocess.CompletedProcess:
     """`python3 flows/example_flow.py ARGS` as a person runs it: a process of its own."""
+    return run_script(checkout, "flows/example_flow.py", *args)
+
+
+def run_script(checkout: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+    """`python3 SCRIPT ARGS` in the checkout, in a process of its own."""
     return subprocess.run(
-        [sys.executable, "flows/example_flow.py", *args],
+        [sys.executable, script, *args],
         cwd=checkout,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def deploy_with_registration_refused(checkout: Path, capsys, monkeypatch) -> None:
+    """Add a file to flows/ and deploy while the API refuses the registration."""
+
+    async def refuse(*_args, **_kwargs):
+        raise RuntimeError("the API went away mid-deploy")
+
+    monkeypatch.setattr(prefect_api, "register_deployment", refuse)
+    (checkout / "flows" / "new_helper.py").write_text("VALUE = 2\n")
+    with pytest.raises(RuntimeError, match="went away"):
+        run_command_line(checkout, "deploy", capsys=capsys)
 
 
 def call_command_line(call, capsys):
@@ -92,3 +112,18 @@ def stored_files(storage: Path) -> list[str]:
         for path in storage.rglob("*")
         if path.is_file()
     )
+
+
+def read_flow_run_logs(flow_run_id) -> list[str]:
+    """The messages the API holds for one flow run, oldest first."""
+    # pylint: disable-next=import-outside-toplevel
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+            return [log.message for log in logs]
+
+    return asyncio.run(read())

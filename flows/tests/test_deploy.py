@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from conftest import REPO_NAME, git
 from deploy_helpers import (
+    deploy_with_registration_refused,
     read_block_basepath,
     read_deployment,
     run_command_line,
     stored_files,
 )
 
-from deployer import prefect_api
 from deployer.repository import branch_slug, read_repository
 from deployer.settings import Settings
 
@@ -128,13 +128,7 @@ def test_failed_registration_keeps_the_previous_deploy(checkout, capsys, monkeyp
     storage = Path(os.environ["FLOWS_STORAGE_ROOT"]) / "dev" / REPO_NAME / "fragile"
     files_before = stored_files(storage)
 
-    async def refuse(*_args, **_kwargs):
-        raise RuntimeError("the API went away mid-deploy")
-
-    monkeypatch.setattr(prefect_api, "register_deployment", refuse)
-    (checkout / "flows" / "new_helper.py").write_text("VALUE = 2\n")
-    with pytest.raises(RuntimeError, match="went away"):
-        run_command_line(checkout, "deploy", capsys=capsys)
+    deploy_with_registration_refused(checkout, capsys, monkeypatch)
 
     assert stored_files(storage) == files_before
     assert [p.name for p in storage.parent.iterdir()] == ["fragile"]
