@@ -2,8 +2,9 @@
 
 Connection settings live in Prefect blocks named `<system>-<env>` (for example
 `example-database-prod`, `example-sftp-prod`), passwords and keys in Secret blocks
-they point to; `tools/save_connection_blocks.py` creates them. For `env=dev` a missing
-block falls back to the embedded default: the SQLite sample database and a local folder.
+they point to; `python3 flows/util.py setup --database SYSTEM --sftp SYSTEM` creates
+them. For `env=dev` a missing block falls back to the embedded default: the SQLite
+sample database and a local folder.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _load_block(block_class, system: str, env: str):
             return None
         raise ValueError(
             f"no {block_class.get_block_type_name()} block named {name!r}: create it "
-            "with tools/save_connection_blocks.py"
+            f"with `python3 flows/util.py setup --env {env}` and --database or --sftp"
         ) from missing
 
 

@@ -196,6 +196,32 @@ def _build_repository_parser() -> argparse.ArgumentParser:
         help="delete the dev deployments (and copies) of branches origin no longer has",
     )
     prune.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    setup = commands.add_parser(
+        "setup",
+        help="make the Prefect workspace ready: work pool, queues main and dev, flow "
+        "storage, connection blocks; a second run changes nothing",
+    )
+    setup.add_argument(
+        "--database",
+        action="append",
+        default=[],
+        metavar="SYSTEM",
+        help="save block SYSTEM-database-ENV from FLOWS_<SYSTEM>_DATABASE_URL and "
+        "_PASSWORD (asked in a terminal when unset)",
+    )
+    setup.add_argument(
+        "--sftp",
+        action="append",
+        default=[],
+        metavar="SYSTEM",
+        help="save block SYSTEM-sftp-ENV from FLOWS_<SYSTEM>_SFTP_HOST, _PORT, "
+        "_USERNAME, _KNOWN_HOSTS_FILE, _PRIVATE_KEY_FILE or _PASSWORD, _REMOTE_DIR, "
+        "_ATOMIC_UPLOADS",
+    )
+    setup.add_argument("--env", choices=["dev", "prod"], default="prod")
+    setup.add_argument(
+        "--no-prompt", dest="ask", action="store_false", help="never ask for a value"
+    )
     label = commands.add_parser(
         "docker-label", help="print the image tag of a branch (default: the current)"
     )
@@ -204,7 +230,8 @@ def _build_repository_parser() -> argparse.ArgumentParser:
 
 
 def run_repository_command_line_interface(args: Sequence[str] | None = None):
-    """`python3 flows/util.py deploy-all | delete-branch BRANCH | prune | docker-label`."""
+    """`python3 flows/util.py deploy-all | delete-branch BRANCH | prune | setup |
+    docker-label`."""
     flows_dir = Path(FLOWS_DIR)
     try:
         arguments = _build_repository_parser().parse_args(
@@ -231,6 +258,17 @@ def run_repository_command_line_interface(args: Sequence[str] | None = None):
             )
         if arguments.command == "prune":
             return lifecycle.prune(settings, flows_dir, arguments.dry_run)
+        if arguments.command == "setup":
+            # pylint: disable-next=import-outside-toplevel
+            from deployer import workspace
+
+            return workspace.setup(
+                settings,
+                databases=arguments.database,
+                sftp_servers=arguments.sftp,
+                env=arguments.env,
+                ask=arguments.ask,
+            )
         return lifecycle.delete_branch(
             settings, flows_dir, arguments.branch, arguments.dry_run
         )

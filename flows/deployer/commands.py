@@ -138,7 +138,7 @@ async def _apply(plan, flow, flows_dir, storage, api_url):
         # Someone paused it in the UI: re-enabling is a person's decision, not a deploy's.
         kept_paused = existing is not None and prefect_api.is_paused(existing)
         await prefect_api.ensure_work_pool(
-            client, plan.work_pool, plan.work_pool_type, plan.work_queue
+            client, plan.work_pool, plan.work_pool_type, [plan.work_queue]
         )
 
         async def register(pull_steps, storage_needs):

@@ -98,10 +98,10 @@ class S3Storage:
         except ValueError:  # no such block
             return None
 
-    async def filesystem(self) -> s3fs.S3FileSystem:
-        """A client of the store, with the chain's credentials or the block's."""
-        keys = {}
-        if not credential_chain_found():
+    async def filesystem(self, keys: dict | None = None) -> s3fs.S3FileSystem:
+        """A client of the store: with `keys`, else the chain's, else the block's."""
+        keys = keys or {}
+        if not keys and not credential_chain_found():
             saved = await self._saved_credentials()
             if saved is None:
                 raise UserError(
@@ -159,7 +159,7 @@ class S3Storage:
     ):
         """Upload a new copy, register, point the block at it, remove the old copy."""
         filesystem = await self.filesystem()
-        self._check_bucket(filesystem)
+        self.check_bucket(filesystem)
         old_copy = await self.current_copy(client, plan.storage_block)
         new_copy = f"{plan.storage}/{new_version_name(plan.commit)}"
         try:
@@ -180,7 +180,7 @@ class S3Storage:
             _remove(filesystem, old_copy)
         return deployment_id, new_copy
 
-    def _check_bucket(self, filesystem: s3fs.S3FileSystem) -> None:
+    def check_bucket(self, filesystem: s3fs.S3FileSystem) -> None:
         """Refuse, before anything is written, a store that cannot take the copy."""
         try:
             filesystem.call_s3("head_bucket", Bucket=self.bucket)

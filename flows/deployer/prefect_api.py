@@ -44,11 +44,18 @@ async def check_api_reachable(client: PrefectClient, url: str) -> None:
 
 
 async def ensure_work_pool(
-    client: PrefectClient, pool_name: str, pool_type: str, queue_name: str
-) -> None:
-    """Create the work pool (with its type's base job template) and queue if missing."""
+    client: PrefectClient, pool_name: str, pool_type: str, queue_names
+) -> list[str]:
+    """Create the work pool (with its type's base job template) and queues if missing.
+
+    One line per item: created or unchanged. An existing pool is left as it is.
+    """
+    lines = []
     try:
-        await client.read_work_pool(pool_name)
+        pool = await client.read_work_pool(pool_name)
+        status = "unchanged"
+        if pool.type != pool_type:
+            status += f" (its type {pool.type} is kept: not {pool_type})"
     except ObjectNotFound:
         template = await get_default_base_job_template_for_infrastructure_type(
             pool_type
@@ -63,12 +70,18 @@ async def ensure_work_pool(
         )
         try:
             await client.create_work_pool(pool)
+            status = "created"
         except ObjectAlreadyExists:
-            pass  # created by a concurrent deploy: what we wanted
-    try:
-        await client.create_work_queue(name=queue_name, work_pool_name=pool_name)
-    except ObjectAlreadyExists:
-        pass
+            status = "unchanged"  # created by a concurrent deploy: what we wanted
+    lines.append(f"work pool {pool_name} ({pool_type}): {status}")
+    for queue_name in queue_names:
+        try:
+            await client.create_work_queue(name=queue_name, work_pool_name=pool_name)
+            status = "created"
+        except ObjectAlreadyExists:
+            status = "unchanged"
+        lines.append(f"work queue {pool_name}/{queue_name}: {status}")
+    return lines
 
 
 def job_variables(plan: DeploymentPlan, storage_needs: dict) -> dict:

@@ -1,44 +1,9 @@
-"""Connection blocks per environment, and the tool that saves them."""
-
-import asyncio
+"""Connection blocks per environment (`setup` saves them: test_setup.py)."""
 
 import pytest
-from prefect.client.orchestration import get_client
 
 import connections
 import delivery
-import save_connection_blocks
-from database import DatabaseConnection
-
-
-def read_block_document(name: str, block_type: str):
-    """The stored block document as the API shows it, secrets obfuscated."""
-
-    async def read():
-        async with get_client() as client:
-            return await client.read_block_document_by_name(
-                name, block_type, include_secrets=False
-            )
-
-    return asyncio.run(read())
-
-
-@pytest.mark.usefixtures("prefect_api_url")
-def test_saved_database_block_keeps_the_password_in_a_secret(monkeypatch):
-    """The password goes into a Secret block, never shown, and the flow gets it."""
-    monkeypatch.setenv("FLOWS_DATABASE_PASSWORD", "s3cret-Pa55")
-    url = "postgresql+psycopg2://reader@db.example.edu:5432/warehouse"
-    save_connection_blocks.main(
-        ["--system", "tests", "--env", "prod", "--no-prompt", "database", "--url", url]
-    )
-
-    loaded = connections.database_for("tests", "prod")
-    assert isinstance(loaded, DatabaseConnection)
-    assert loaded.url == url and loaded.password.get() == "s3cret-Pa55"
-    stored = read_block_document("tests-database-prod-password", "secret").data["value"]
-    assert "s3cret" not in str(stored)
-    document = read_block_document("tests-database-prod", "flows-database-connection")
-    assert "s3cret" not in str(document.data)
 
 
 @pytest.mark.usefixtures("prefect_api_url")

@@ -126,7 +126,7 @@ def test_credential_chain_uploads_when_there_is_no_block(
 
 
 @pytest.mark.parametrize(
-    "setting, value, message",
+    "mistake",
     [
         ("FLOWS_S3_CREDENTIALS_BLOCK", "no-such-block", "no credentials for s3://"),
         ("FLOWS_STORAGE_ROOT", "s3://no-such-bucket/prefect", "does not exist"),
@@ -136,16 +136,13 @@ def test_credential_chain_uploads_when_there_is_no_block(
     ],
 )
 def test_storage_mistakes_change_nothing(
-    checkout, s3_bucket, capsys, setting, value, message
-):  # pylint: disable=too-many-arguments
+    checkout, s3_bucket, capsys, monkeypatch, mistake
+):
     """Each is one line and exit 2; nothing registered, nothing uploaded."""
-    monkeypatch = pytest.MonkeyPatch()
+    setting, value, message = mistake
+    deployments_before = count_deployments()
     monkeypatch.setenv(setting, value)
-    try:
-        deployments_before = count_deployments()
-        code, out, err = run_command_line(checkout, "deploy", capsys=capsys)
-    finally:
-        monkeypatch.undo()
+    code, out, err = run_command_line(checkout, "deploy", capsys=capsys)
     assert code == 2, out + err
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert "Traceback" not in err
