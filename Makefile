@@ -13,7 +13,7 @@ DEMO_ENV := PREFECT_API_URL=http://127.0.0.1:$(DEMO_PORT)/api \
 	FLOWS_STORAGE_ROOT=$(CURDIR)/.local/flow-storage FLOWS_OUTPUT_DIR=$(CURDIR)/.local/output
 LINTED := flows tools bench
 
-.PHONY: venv demo server stop test lint format bench deploy-all delete-branch clean
+.PHONY: venv demo server stop setup test lint format bench deploy-all delete-branch clean
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,7 @@ server: venv
 
 demo: server
 	mkdir -p .local
+	$(DEMO_ENV) $(PY) flows/util.py setup --no-prompt
 	$(DEMO_ENV) $(PY) flows/example_flow.py deploy | tee .local/deploy.out
 	$(DEMO_ENV) $(PY) tools/local_prefect.py run-deployment --port $(DEMO_PORT) \
 		--pool $(DEMO_POOL) --param env=dev "$$(sed -n '1s/^Deployed \(.*\) as .*/\1/p' .local/deploy.out)"
@@ -35,6 +36,11 @@ demo: server
 
 stop:
 	$(PY) tools/local_prefect.py stop
+
+# The Prefect workspace in force (PREFECT_API_URL or the active profile), e.g.
+# make setup SETUP_ARGS="--database example --sftp example"
+setup: venv
+	$(PY) flows/util.py setup $(SETUP_ARGS)
 
 lint: venv
 	$(PY) -m black --check $(LINTED)

@@ -229,3 +229,18 @@ def test_without_credentials_the_worker_cannot_pull(s3_bucket, monkeypatch):
     )
     with pytest.raises(Exception, match="(?i)credentials"):
         anonymous.ls(s3_bucket.bucket)
+
+
+def test_plan_compares_with_the_copy_in_the_bucket(checkout, s3_bucket, capsys):
+    """`plan` lists the files the bucket's current copy lacks or has in excess."""
+    del s3_bucket  # the storage root the commands use
+    git(checkout, "switch", "-q", "-c", "planned")
+    assert run_command_line(checkout, "deploy", capsys=capsys)[0] == 0
+    code, out, _ = run_command_line(checkout, "plan", capsys=capsys)
+    assert (code, out.split()[0]) == (0, "unchanged"), out
+
+    (checkout / "flows" / "extra_helper.py").write_text("VALUE = 3\n")
+    code, out, _ = run_command_line(checkout, "plan", capsys=capsys)
+    assert code == 0
+    assert out.splitlines()[0].startswith("change ")
+    assert "  file added: extra_helper.py" in out.splitlines()
