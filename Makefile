@@ -61,6 +61,7 @@ delete-branch: venv
 bench: venv
 	$(PY) bench/etl.py --rows 2000000
 	$(PY) bench/concurrency.py
+	$(PY) bench/storage.py
 
 format: venv
 	$(PY) -m black $(LINTED)
