@@ -123,10 +123,10 @@ def deploy(
         return plan
     api_url = prefect_api.require_api_url()
     storage = storage_for(settings)
-    write_default_ignore_file(repository.top_level)
     deployment_id, copy, kept_paused = asyncio.run(
         _apply(plan, flow, flow_path.parent, storage, api_url)
     )
+    write_default_ignore_file(repository.top_level)
     _print_summary(plan, deployment_id, copy, kept_paused)
     return plan
 
@@ -137,6 +137,7 @@ async def _apply(plan, flow, flows_dir, storage, api_url):
         existing = await prefect_api.read_deployment(client, plan)
         # Someone paused it in the UI: re-enabling is a person's decision, not a deploy's.
         kept_paused = existing is not None and prefect_api.is_paused(existing)
+        await storage.check()
         await prefect_api.ensure_work_pool(
             client, plan.work_pool, plan.work_pool_type, [plan.work_queue]
         )

@@ -72,6 +72,9 @@ class LocalStorage:
     def __init__(self, settings: Settings):
         self.root = settings.storage_path
 
+    async def check(self) -> None:
+        """Nothing to check: the folder is created as the copy is written."""
+
     async def publish(self, client: PrefectClient, plan, flows_dir: Path, register):
         """Swap in the new copy, then register; the old copy comes back on failure."""
         del client  # the block is saved through the default client

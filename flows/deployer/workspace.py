@@ -24,6 +24,8 @@ from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from pydantic.v1 import SecretStr
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from database import DatabaseConnection
 from deployer import prefect_api
@@ -49,7 +51,7 @@ class Field:
 CONNECTION_FIELDS = {
     "database": (
         Field("URL", "SQLAlchemy URL without the password"),
-        Field("PASSWORD", "database password (empty for none)", True, ""),
+        Field("PASSWORD", "database password (empty: keep the saved one)", True, ""),
     ),
     "sftp": (
         Field("HOST", "SFTP host"),
@@ -57,9 +59,11 @@ CONNECTION_FIELDS = {
         Field("USERNAME", "SFTP login name"),
         Field("KNOWN_HOSTS_FILE", "file with the server's known_hosts lines"),
         Field(
-            "PRIVATE_KEY_FILE", "private key file (empty for a password)", default=""
+            "PRIVATE_KEY_FILE",
+            "private key file (empty: keep the saved one)",
+            default="",
         ),
-        Field("PASSWORD", "SFTP password (empty for none)", True, ""),
+        Field("PASSWORD", "SFTP password (empty: keep the saved one)", True, ""),
         Field("REMOTE_DIR", "remote folder", default="."),
         Field(
             "ATOMIC_UPLOADS",
@@ -173,18 +177,29 @@ class Setup:
 
     def read_database(self, system: str) -> None:
         """The database block of `system` and its password's Secret block."""
+        prefix = variable_prefix(system, "database")
         values = self._read_fields(system, "database")
+        if values["URL"] is None:
+            return  # missing: reported with the others
+        try:
+            has_password = make_url(values["URL"]).password is not None
+        except ArgumentError:
+            raise UserError(f"{prefix}URL is not a SQLAlchemy URL") from None
+        if has_password:  # never echoed: it would print the password
+            raise UserError(
+                f"{prefix}URL holds a password: leave it out, and set {prefix}PASSWORD"
+            )
         name = f"{system}-database-{self.env}"
         password = self._secret(f"{name}-password", values["PASSWORD"])
-        if values["URL"] is not None:
-            block = DatabaseConnection(url=values["URL"], password=password)
-            self.blocks.append((name, block))
+        self.blocks.append(
+            (name, DatabaseConnection(url=values["URL"], password=password))
+        )
 
     def read_sftp(self, system: str) -> None:
         """The SFTP block of `system` and its key's or password's Secret block."""
         prefix = variable_prefix(system, "sftp")
         values = self._read_fields(system, "sftp")
-        if values["HOST"] is None:
+        if None in values.values():
             return  # missing: reported with the others
         name = f"{system}-sftp-{self.env}"
         key = None
@@ -195,11 +210,11 @@ class Setup:
         block = SftpConnection(
             host=values["HOST"],
             port=int(values["PORT"]),
-            username=values["USERNAME"] or "",
+            username=values["USERNAME"],
             password=self._secret(f"{name}-password", values["PASSWORD"]),
             private_key=self._secret(f"{name}-private-key", key),
             known_hosts=_read_file(
-                values["KNOWN_HOSTS_FILE"] or "", f"{prefix}KNOWN_HOSTS_FILE"
+                values["KNOWN_HOSTS_FILE"], f"{prefix}KNOWN_HOSTS_FILE"
             ),
             remote_dir=values["REMOTE_DIR"],
             atomic_uploads=values["ATOMIC_UPLOADS"].lower() not in ("false", "0", "no"),
@@ -214,8 +229,16 @@ class Setup:
         }
 
     def _secret(self, name: str, value: str | None) -> Secret | None:
+        """A new Secret block for `value`; with no value, the one saved, if any.
+
+        An empty answer never deletes a saved password: rerunning setup at a terminal
+        and pressing Enter must change nothing.
+        """
         if not value:
-            return None
+            try:
+                return Secret.load(name)
+            except ValueError:  # none saved
+                return None
         secret = Secret(value=value)
         self.blocks.append((name, secret))
         return secret
@@ -229,18 +252,19 @@ class Setup:
             )
 
     async def apply(self) -> list[str]:
-        """Make it so; one line per item: created, updated or unchanged."""
-        api_url = prefect_api.require_api_url()
+        """Make it so; one line per item (created, updated, unchanged), as it is done."""
         lines = []
+
+        def report(line: str) -> None:
+            print(line, flush=True)
+            lines.append(line)
+
+        report(await self._storage_line())
         async with get_client() as client:
-            await prefect_api.check_api_reachable(client, api_url)
-            lines.append(await self._storage_line())
-            lines += await prefect_api.ensure_work_pool(
-                client,
-                self.settings.work_pool,
-                self.settings.work_pool_type,
-                QUEUES,
-            )
+            for line in await prefect_api.ensure_work_pool(
+                client, self.settings.work_pool, self.settings.work_pool_type, QUEUES
+            ):
+                report(line)
         if self.s3_keys is not None:
             # pylint: disable-next=import-outside-toplevel
             from deployer.object_storage import CREDENTIALS_BLOCK_TYPE, S3Credentials
@@ -251,10 +275,10 @@ class Setup:
                 aws_secret_access_key=self.s3_keys["secret"],
             )
             status = await save_if_changed(block, name)
-            lines.append(f"block {CREDENTIALS_BLOCK_TYPE}/{name}: {status}")
+            report(f"block {CREDENTIALS_BLOCK_TYPE}/{name}: {status}")
         for name, block in self.blocks:
             status = await save_if_changed(block, name)
-            lines.append(f"block {block.get_block_type_slug()}/{name}: {status}")
+            report(f"block {block.get_block_type_slug()}/{name}: {status}")
         return lines
 
     async def _storage_line(self) -> str:
@@ -277,6 +301,8 @@ def setup(  # pylint: disable=too-many-arguments
     ask: bool,
 ) -> list[str]:
     """Read every value, check them, then create or update what differs."""
+    api_url = prefect_api.require_api_url()
+    asyncio.run(_check_api(api_url))  # saved secrets are read from it, too
     plan = Setup(settings, env, ask)
     plan.read_storage_keys()
     for system in databases:
@@ -284,7 +310,9 @@ def setup(  # pylint: disable=too-many-arguments
     for system in sftp_servers:
         plan.read_sftp(system)
     plan.check()
-    lines = asyncio.run(plan.apply())
-    for line in lines:
-        print(line)
-    return lines
+    return asyncio.run(plan.apply())
+
+
+async def _check_api(api_url: str) -> None:
+    async with get_client() as client:
+        await prefect_api.check_api_reachable(client, api_url)

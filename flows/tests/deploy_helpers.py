@@ -97,6 +97,16 @@ def count_deployments() -> int:
     return asyncio.run(count())
 
 
+def work_pool_names() -> list[str]:
+    """The names of the server's work pools, sorted."""
+
+    async def read():
+        async with get_client() as client:
+            return sorted(pool.name for pool in await client.read_work_pools())
+
+    return asyncio.run(read())
+
+
 def read_block_basepath(block_name: str) -> str:
     """Where the storage block `block_name` points."""
     # pylint: disable-next=import-outside-toplevel

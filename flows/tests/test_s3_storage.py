@@ -1,13 +1,17 @@
 """Flow storage on an S3-compatible server (moto on 127.0.0.1), against a real API."""
 
+import asyncio
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
+from prefect.deployments.steps.core import StepExecutionError, run_steps
 from conftest import REPO_NAME, git, without_aws_credential_chain
 from deploy_helpers import (
     deploy_with_registration_refused,
     count_deployments,
+    work_pool_names,
     read_deployment,
     read_flow_run_logs,
     run_command_line,
@@ -17,6 +21,7 @@ from deploy_helpers import (
 from test_deploy import expected_files
 
 import local_prefect
+from deployer.object_storage import MANIFEST_NAME
 from deployer.plan import relative_storage_path, storage_block_name
 from deployer.repository import branch_slug
 
@@ -29,10 +34,12 @@ def copies_of(s3_bucket, relative: str) -> list[str]:
 
 
 def files_of_copy(s3_bucket, relative: str) -> list[str]:
-    """The files of the one copy below `relative`, relative to that copy."""
+    """The files of flows/ in the one copy below `relative`, relative to that copy."""
     (copy,) = copies_of(s3_bucket, relative)
     prefix = f"{relative}/{copy}/"
-    return [key.removeprefix(prefix) for key in s3_bucket.keys(f"{relative}/{copy}")]
+    stored = [key.removeprefix(prefix) for key in s3_bucket.keys(f"{relative}/{copy}")]
+    assert MANIFEST_NAME in stored, stored  # every whole copy has its manifest
+    return [name for name in stored if name != MANIFEST_NAME]
 
 
 def pointer_of(relative: str) -> str:
@@ -56,9 +63,14 @@ def test_deploy_to_s3_uploads_flows_minus_ignored_files(checkout, s3_bucket, cap
     assert pointer_of(relative) == f"{s3_bucket.root}/{relative}/{copy}"
     assert f"copied to {s3_bucket.root}/{relative}/{copy}" in out
 
+    manifest = s3_bucket.filesystem().cat(
+        f"{s3_bucket.root}/{relative}/{copy}/{MANIFEST_NAME}"
+    )
+    assert [line.split("  ", 1)[1] for line in manifest.decode().splitlines()] == stored
+
     deployment = read_deployment("demo | main | example_flow")
-    (step,) = deployment.pull_steps
-    pull = step["prefect.deployments.steps.pull_from_remote_storage"]
+    fetch, verify = deployment.pull_steps
+    pull = fetch["prefect.deployments.steps.pull_from_remote_storage"]
     block = f"prefect.blocks.flows-s3-credentials.{s3_bucket.credentials_block}"
     assert pull == {
         "url": "{{ prefect.blocks.remote-file-system."
@@ -66,6 +78,12 @@ def test_deploy_to_s3_uploads_flows_minus_ignored_files(checkout, s3_bucket, cap
         "key": f"{{{{ {block}.aws_access_key_id }}}}",
         "secret": f"{{{{ {block}.aws_secret_access_key }}}}",
         "client_kwargs": {"endpoint_url": s3_bucket.endpoint_url},
+    }
+    assert verify == {
+        "prefect.deployments.steps.run_shell_script": {
+            "script": f"sha256sum --check --strict --quiet {MANIFEST_NAME}",
+            "directory": "{{ directory }}",
+        }
     }
     # A Docker run needs no folder of this machine mounted.
     assert "volumes" not in deployment.job_variables
@@ -118,7 +136,7 @@ def test_credential_chain_uploads_when_there_is_no_block(
     assert (code, err) == (0, ""), err
     relative = relative_storage_path(REPO_NAME, "dev", "chain")
     assert files_of_copy(s3_bucket, relative) == expected_files(checkout)
-    (step,) = read_deployment("demo | chain | example_flow").pull_steps
+    step = read_deployment("demo | chain | example_flow").pull_steps[0]
     assert set(step["prefect.deployments.steps.pull_from_remote_storage"]) == {
         "url",
         "client_kwargs",
@@ -132,7 +150,10 @@ def test_credential_chain_uploads_when_there_is_no_block(
         ("FLOWS_STORAGE_ROOT", "s3://no-such-bucket/prefect", "does not exist"),
         ("FLOWS_STORAGE_ROOT", "s3:///prefect", "names no bucket"),
         ("FLOWS_STORAGE_ROOT", "gs://flows/prefect", "use a folder or s3://"),
-        ("FLOWS_S3_ENDPOINT_URL", "http://127.0.0.1:9", "is not reachable"),
+        ("FLOWS_S3_ENDPOINT_URL", "http://127.0.0.1:9", "Could not connect"),
+        ("FLOWS_S3_ENDPOINT_URL", "127.0.0.1:9", "Invalid endpoint"),
+        ("FLOWS_S3_CREDENTIALS_BLOCK", "Flows_Key", "is not a block name"),
+        ("AWS_PROFILE", "no-such-profile", "could not be found"),
     ],
 )
 def test_storage_mistakes_change_nothing(
@@ -140,13 +161,14 @@ def test_storage_mistakes_change_nothing(
 ):
     """Each is one line and exit 2; nothing registered, nothing uploaded."""
     setting, value, message = mistake
-    deployments_before = count_deployments()
+    before = count_deployments(), work_pool_names()
     monkeypatch.setenv(setting, value)
     code, out, err = run_command_line(checkout, "deploy", capsys=capsys)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)  # the checks below read the bucket
     assert code == 2, out + err
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert "Traceback" not in err
-    assert count_deployments() == deployments_before
+    assert (count_deployments(), work_pool_names()) == before
     assert s3_bucket.keys() == []
 
 
@@ -244,3 +266,25 @@ def test_plan_compares_with_the_copy_in_the_bucket(checkout, s3_bucket, capsys):
     assert code == 0
     assert out.splitlines()[0].startswith("change ")
     assert "  file added: extra_helper.py" in out.splitlines()
+
+
+def test_the_pull_refuses_a_copy_with_a_file_missing(
+    checkout, s3_bucket, capsys, tmp_path, monkeypatch
+):
+    """The deployment's own pull steps fetch a whole copy, and fail on a partial one."""
+    git(checkout, "switch", "-q", "-c", "partial")
+    assert run_command_line(checkout, "deploy", capsys=capsys)[0] == 0
+    steps = read_deployment("demo | partial | example_flow").pull_steps
+    relative = relative_storage_path(REPO_NAME, "dev", "partial")
+
+    monkeypatch.chdir(tmp_path)
+    pulled = asyncio.run(run_steps(steps, print_function=lambda *_a, **_k: None))
+    assert (Path(pulled["directory"]) / "example_flow.py").is_file()
+
+    # As if a redeploy removed the copy while this run was fetching it.
+    s3_bucket.filesystem().rm(f"{pointer_of(relative)}/sql/program_students.sql")
+    (tmp_path / "second-run").mkdir()
+    monkeypatch.chdir(tmp_path / "second-run")
+    with pytest.raises(StepExecutionError) as failed:
+        asyncio.run(run_steps(steps, print_function=lambda *_a, **_k: None))
+    assert "sql/program_students.sql" in str(failed.value.__cause__)

@@ -4,10 +4,11 @@ import asyncio
 import os
 
 import pytest
-from deploy_helpers import run_script
+from deploy_helpers import call_command_line, run_script
 from prefect.client.orchestration import get_client
 
 import connections
+import util
 from deployer.object_storage import S3Credentials
 from sftp import open_sftp
 
@@ -65,19 +66,30 @@ def read_block_data(name: str, block_type: str) -> dict:
 
 
 def workspace_state() -> dict:
-    """Every block document, work pool and queue with when it last changed."""
+    """Every block document with when it last changed, and this test's work pool and
+    queues with what setup sets (the server's own services touch their timestamps)."""
 
     async def read():
         async with get_client() as client:
             blocks = await client.read_block_documents(include_secrets=False)
-            pools = await client.read_work_pools()
+            pools = [
+                pool
+                for pool in await client.read_work_pools()
+                if pool.name == os.environ["FLOWS_WORK_POOL"]
+            ]
             queues = []
             for pool in pools:
                 queues += await client.read_work_queues(work_pool_name=pool.name)
             return {
                 "blocks": {(b.name, b.id, b.updated) for b in blocks},
-                "pools": {(p.name, p.type, p.id, p.updated) for p in pools},
-                "queues": {(q.name, q.id, q.updated) for q in queues},
+                "pools": [
+                    (p.name, p.type, p.id, str(p.base_job_template), p.is_paused)
+                    for p in pools
+                ],
+                "queues": sorted(
+                    (q.name, str(q.id), q.priority, q.concurrency_limit, q.is_paused)
+                    for q in queues
+                ),
             }
 
     return asyncio.run(read())
@@ -151,15 +163,22 @@ def test_saved_blocks_are_the_ones_flows_and_deploys_use(checkout, monkeypatch):
 
 @pytest.mark.usefixtures("s3_bucket", "connection_values")
 def test_a_changed_value_updates_that_block_only(checkout, monkeypatch):
-    """A new database URL: that block is updated, everything else unchanged."""
+    """A new database URL: that block is updated, everything else unchanged.
+
+    The password, no longer given, is kept: an empty answer never deletes a secret.
+    """
     assert run_setup(checkout).returncode == 0
     monkeypatch.setenv("FLOWS_WAREHOUSE_DATABASE_URL", DATABASE_URL + "_v2")
+    monkeypatch.delenv("FLOWS_WAREHOUSE_DATABASE_PASSWORD")
     rerun = run_setup(checkout)
     assert rerun.returncode == 0, rerun.stderr
     changed = [line for line in rerun.stdout.splitlines() if "unchanged" not in line]
     assert changed[1:] == [
         "block flows-database-connection/warehouse-database-prod: updated"
     ]
+    database = connections.database_for("warehouse", "prod")
+    assert database.url == DATABASE_URL + "_v2"
+    assert database.password.get() == "db-Pa55-setup-only"
 
 
 @pytest.mark.usefixtures("s3_bucket", "connection_values")
@@ -185,3 +204,23 @@ def test_local_storage_root_is_created(checkout, tmp_path, monkeypatch):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == f"storage {tmp_path / 'new-storage'}: created"
     assert (tmp_path / "new-storage").is_dir()
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_a_password_in_the_database_url_is_refused_unechoed(capsys, monkeypatch):
+    """The URL goes into a plain field: a password there would be stored in clear."""
+    monkeypatch.setenv(
+        "FLOWS_LEAKY_DATABASE_URL", "postgresql://reader:hunter2-in-url@db/warehouse"
+    )
+    code, out, err = call_command_line(
+        lambda: util.run_repository_command_line_interface(
+            ["setup", "--database", "leaky", "--no-prompt"]
+        ),
+        capsys,
+    )
+    assert code == 2
+    assert err.splitlines() == [
+        "error: FLOWS_LEAKY_DATABASE_URL holds a password: leave it out, and set "
+        "FLOWS_LEAKY_DATABASE_PASSWORD"
+    ]
+    assert "hunter2" not in out + err
