@@ -19,7 +19,7 @@ from deployer.plan import (
     write_default_ignore_file,
 )
 from deployer.repository import guard_production, read_repository
-from deployer.storage import storage_for
+from deployer.stores import storage_for
 from deployer.validation import find_problems
 from deployer.deployment_settings import NO_SETTINGS, DeploymentSettings
 from deployer.errors import UserError

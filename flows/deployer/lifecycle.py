@@ -20,7 +20,7 @@ from deployer.plan import (
 )
 from deployer.repository import branch_slug, label_of, read_repository, run_git
 from deployer.settings import Settings
-from deployer.storage import storage_for
+from deployer.stores import storage_for
 
 CLI_FUNCTION = "run_flow_command_line_interface"
 

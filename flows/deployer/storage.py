@@ -1,131 +1,243 @@
-"""Flow storage: the copy of flows/ that a deployment's runs pull, and the block that
-points at it. A folder here (the embedded default); s3:// in object_storage.py."""
+"""Flow storage: the copies of flows/ that deployments' runs pull.
+
+Each deploy writes a copy of its own below the branch's place (`main/{repo}/{copy}/`,
+`dev/{repo}/{branch}/{copy}/`), its manifest last. A block per branch points at the
+current copy, and every run's pull step reads it as the run starts. The block is
+switched to the new copy only once the deployment is registered, and the copy it
+pointed at is removed after that: a starting run fetches the old copy or the new one,
+never a mix. The pull then checks the fetched files against the manifest, so a run
+that was still fetching the old copy as it was removed fails at once instead of running
+with files missing.
+
+A folder here (the embedded default, or a share the workers mount); s3:// in
+object_storage.py; stores.py picks one from the storage root.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
-import uuid
+import hashlib
+import secrets
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Awaitable, Callable, Iterator
 
+from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem as LocalFiles
+from prefect.blocks.core import Block
 from prefect.client.orchestration import PrefectClient
+from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import LocalFileSystem
 
 from deployer import prefect_api
 from deployer.errors import UserError
 from deployer.settings import Settings
 
-LOCAL_BLOCK_TYPE = "local-file-system"
+# Written last into each copy; the run's pull checks every file against it.
+MANIFEST_NAME = ".flows-copy.sha256"
+VERIFY_STEP = {
+    "prefect.deployments.steps.run_shell_script": {
+        "script": f"sha256sum --check --strict --quiet {MANIFEST_NAME}",
+        # The folder the pull step before it reports.
+        "directory": "{{ directory }}",
+    }
+}
 
-# Workers may run as another user (the image's non-root user): the copy must be
-# readable by everyone, as a checkout is.
-_READABLE_FOLDER_MODE = 0o755
+Register = Callable[[list, dict], Awaitable]
 
 
-def _copy_files(source_dir: Path, files: Iterable[str], target_dir: Path) -> None:
-    for relative in files:
-        destination = target_dir / relative
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source_dir / relative, destination)
+def new_copy_name(commit: str) -> str:
+    """A place of its own for one deploy's copy: sortable by time, naming the commit."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{commit[:12]}-{secrets.token_hex(3)}"
 
 
-@contextlib.contextmanager
-def replaced_directory(
-    source_dir: Path, files: Iterable[str], target: Path
-) -> Iterator[Path]:
-    """Put a fresh copy of `files` at `target`; put the old copy back if the body fails.
+def manifest_of(flows_dir: Path, files: list[str]) -> bytes:
+    """`sha256sum` lines of the copy's files."""
+    lines = []
+    for name in files:
+        digest = hashlib.sha256((flows_dir / name).read_bytes()).hexdigest()
+        lines.append(f"{digest}  {name}\n")
+    return "".join(lines).encode()
 
-    The new copy is written beside the target first and swapped in by two renames, so
-    the target is never half old and half new, and a file deleted from flows/ is gone
-    from storage too. The old copy is removed only once the body has succeeded.
+
+class VersionedCopies:
+    """One copy of flows/ per deploy and a block pointing at the current one.
+
+    Subclasses say where the copies live: how to reach the store, the block type
+    that points, the pull step, and what a Docker worker needs to see the copy.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
-    try:
-        staging.chmod(_READABLE_FOLDER_MODE)
-        _copy_files(source_dir, files, staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    backup = None
-    if target.exists():
-        backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(target, backup)
-    os.rename(staging, target)
-    try:
-        yield target
-    except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
-        if backup is not None:
-            os.rename(backup, target)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
 
+    pointer_type = ""
+    # What the store's client raises on a failure worth one line to the person.
+    failures: tuple[type[BaseException], ...] = (OSError, ValueError)
 
-class LocalStorage:
-    """One copy of flows/ per branch in a folder the workers can read."""
+    def __init__(self):
+        self._checked: AbstractFileSystem | None = None
 
-    def __init__(self, settings: Settings):
-        self.root = settings.storage_path
+    async def filesystem(self) -> AbstractFileSystem:
+        """A client of the store."""
+        raise NotImplementedError
+
+    def path_of(self, location: str) -> str:
+        """The store's own path of a location (a folder or a URL)."""
+        raise NotImplementedError
+
+    def pointer_to(self, copy: str) -> Block:
+        """The unsaved block that points at `copy`."""
+        raise NotImplementedError
+
+    async def fetch_step(self, client: PrefectClient, block_name: str) -> dict:
+        """The pull step that fetches the copy the block points at."""
+        raise NotImplementedError
+
+    def storage_needs(self) -> dict:
+        """Job variables a Docker worker needs to read the copies."""
+        return {}
 
     async def check(self) -> None:
-        """Nothing to check: the folder is created as the copy is written."""
+        """Refuse, before anything is changed, a store that cannot take the copy."""
+        self._checked = await self.filesystem()
 
-    async def publish(self, client: PrefectClient, plan, flows_dir: Path, register):
-        """Swap in the new copy, then register; the old copy comes back on failure."""
-        del client  # the block is saved through the default client
-        await LocalFileSystem(basepath=plan.storage).save(
-            plan.storage_block, overwrite=True
-        )
-        pull_steps = [
-            {
-                "prefect.deployments.steps.pull_with_block": {
-                    "block_document_name": plan.storage_block,
-                    "block_type_slug": LOCAL_BLOCK_TYPE,
-                }
-            }
-        ]
-        # A Docker worker's container sees the folder at the same path, read-only.
-        mount = {"volumes": [f"{self.root}:{self.root}:ro"]}
-        with replaced_directory(flows_dir, plan.files, Path(plan.storage)):
-            deployment_id = await register(pull_steps, mount)
-        return deployment_id, plan.storage
+    @contextlib.contextmanager
+    def store_errors(self, doing: str) -> Iterator[None]:
+        """A failure of the store as one line: what was being done, and why."""
+        try:
+            yield
+        except self.failures as error:
+            detail = " ".join(str(error).split()) or type(error).__name__
+            raise UserError(f"{doing} failed: {detail}") from error
+
+    async def current_copy(self, client: PrefectClient, block_name: str) -> str | None:
+        """Where the copy the branch's block points at lives, if any."""
+        try:
+            document = await client.read_block_document_by_name(
+                block_name, self.pointer_type
+            )
+        except ObjectNotFound:
+            return None
+        return document.data.get("basepath")
+
+    async def publish(  # pylint: disable=too-many-arguments
+        self,
+        client: PrefectClient,
+        plan,
+        flows_dir: Path,
+        register: Register,
+    ):
+        """Write a new copy, register, point the block at it, remove the old copy."""
+        if self._checked is None:
+            await self.check()
+        filesystem = self._checked
+        old_copy = await self.current_copy(client, plan.storage_block)
+        new_copy = f"{plan.storage}/{new_copy_name(plan.commit)}"
+        pointer = self.pointer_to(new_copy)
+        try:
+            with self.store_errors(f"copying flows/ to {new_copy}"):
+                target = self.path_of(new_copy)
+                filesystem.put(
+                    [str(flows_dir / name) for name in plan.files],
+                    [f"{target}/{name}" for name in plan.files],
+                )
+                # Last: a copy with its manifest is a whole copy.
+                filesystem.pipe(
+                    f"{target}/{MANIFEST_NAME}", manifest_of(flows_dir, plan.files)
+                )
+            if old_copy is None:  # a first deploy: runs need the block from the start
+                await pointer.save(plan.storage_block, overwrite=True)
+            steps = [await self.fetch_step(client, plan.storage_block), VERIFY_STEP]
+            deployment_id = await register(steps, self.storage_needs())
+            if old_copy is not None:
+                await pointer.save(plan.storage_block, overwrite=True)
+        except BaseException:
+            # Put back what was: the failure itself is what the person needs to see.
+            with contextlib.suppress(Exception):
+                self._remove(filesystem, new_copy)
+            if old_copy is None:
+                with contextlib.suppress(Exception):
+                    await prefect_api.delete_block(
+                        plan.storage_block, self.pointer_type
+                    )
+            raise
+        # Only a copy of this branch's own: never what an edited block points at.
+        if (
+            old_copy
+            and old_copy.startswith(f"{plan.storage}/")
+            and old_copy != new_copy
+        ):
+            try:
+                with self.store_errors(f"removing the old copy {old_copy}"):
+                    self._remove(filesystem, old_copy)
+            except UserError as error:
+                print(f"warning: {error}; remove it by hand", file=sys.stderr)
+        return deployment_id, new_copy
 
     async def stored_files(self, client: PrefectClient, plan) -> set[str]:
-        """The files of the branch's copy, relative to it."""
-        del client
-        storage = Path(plan.storage)
-        if not storage.is_dir():
+        """The files of flows/ in the copy the branch's runs pull now."""
+        current = await self.current_copy(client, plan.storage_block)
+        if current is None:
             return set()
+        filesystem = await self.filesystem()
+        prefix = self.path_of(current) + "/"
+        with self.store_errors(f"listing {current}"):
+            paths = filesystem.find(self.path_of(current))
         return {
-            path.relative_to(storage).as_posix()
-            for path in storage.rglob("*")
-            if path.is_file()
+            path[len(prefix) :]
+            for path in paths
+            if path.startswith(prefix) and path != prefix + MANIFEST_NAME
         }
 
     async def remove(self, location: str, block_name: str) -> None:
-        """Remove a copy no deployment uses any more, and the block that points at it."""
-        await prefect_api.delete_block(block_name, LOCAL_BLOCK_TYPE)
-        if Path(location).exists():
-            shutil.rmtree(location)
+        """Remove every copy of a branch and the block that points at them."""
+        filesystem = await self.filesystem()
+        with self.store_errors(f"removing {location}"):
+            self._remove(filesystem, location)
+        await prefect_api.delete_block(block_name, self.pointer_type)
+
+    def _remove(self, filesystem: AbstractFileSystem, location: str) -> None:
+        """Remove everything below `location`; anything left behind is an error."""
+        path = self.path_of(location)
+        try:
+            filesystem.rm(path, recursive=True)
+        except FileNotFoundError:
+            return
+        # Some stores report no failure of a single object in a bulk delete.
+        if filesystem.exists(path) and filesystem.find(path):
+            raise OSError(f"{path} was not removed entirely")
 
 
-def storage_for(settings: Settings):
-    """The storage the root names: s3://bucket/prefix, else a local folder."""
-    if settings.storage_is_s3:
-        # Imported only here: s3fs and botocore are not needed for a local folder.
-        from deployer.object_storage import (  # pylint: disable=import-outside-toplevel
-            S3Storage,
-        )
+class LocalStorage(VersionedCopies):
+    """Copies in a folder the workers can read (a Docker worker mounts it)."""
 
-        return S3Storage(settings)
-    if "://" in settings.storage_root:
-        raise UserError(
-            f"FLOWS_STORAGE_ROOT {settings.storage_root!r}: use a folder or "
-            "s3://bucket/prefix (S3 or an S3-compatible store)"
-        )
-    return LocalStorage(settings)
+    pointer_type = "local-file-system"
+
+    def __init__(self, settings: Settings):
+        super().__init__()
+        self.root = settings.storage_path
+
+    async def filesystem(self) -> AbstractFileSystem:
+        """The local disk, making folders as files are written."""
+        return LocalFiles(auto_mkdir=True)
+
+    def path_of(self, location: str) -> str:
+        """A folder is its own path."""
+        return location
+
+    def pointer_to(self, copy: str) -> Block:
+        """A LocalFileSystem block whose folder is the copy."""
+        return LocalFileSystem(basepath=copy)
+
+    async def fetch_step(self, client: PrefectClient, block_name: str) -> dict:
+        """Copy the block's folder into the run's working directory."""
+        del client  # nothing to look up
+        return {
+            "prefect.deployments.steps.pull_with_block": {
+                "block_document_name": block_name,
+                "block_type_slug": self.pointer_type,
+            }
+        }
+
+    def storage_needs(self) -> dict:
+        """A Docker worker's container sees the folder at the same path, read-only."""
+        return {"volumes": [f"{self.root}:{self.root}:ro"]}

@@ -31,7 +31,7 @@ from database import DatabaseConnection
 from deployer import prefect_api
 from deployer.errors import UserError
 from deployer.settings import Settings
-from deployer.storage import storage_for
+from deployer.stores import storage_for
 from sftp import SftpConnection
 
 QUEUES = ("main", "dev")

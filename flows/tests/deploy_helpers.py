@@ -12,6 +12,7 @@ import pytest
 
 import util
 from deployer import prefect_api
+from deployer.storage import MANIFEST_NAME
 
 FLOW_NAME = "example-flow"
 
@@ -116,11 +117,13 @@ def read_block_basepath(block_name: str) -> str:
 
 
 def stored_files(storage: Path) -> list[str]:
-    """Every file below `storage`, relative, sorted."""
+    """The files of flows/ in the one copy below a branch's `storage`, sorted."""
+    (copy,) = storage.iterdir()  # one copy per branch once a deploy is done
+    assert (copy / MANIFEST_NAME).is_file(), copy  # written last: a whole copy
     return sorted(
-        path.relative_to(storage).as_posix()
-        for path in storage.rglob("*")
-        if path.is_file()
+        path.relative_to(copy).as_posix()
+        for path in copy.rglob("*")
+        if path.is_file() and path.name != MANIFEST_NAME
     )
 
 

@@ -15,6 +15,7 @@ from deploy_helpers import (
 )
 
 from deployer.repository import branch_slug, read_repository
+from deployer.storage import VERIFY_STEP
 from deployer.settings import Settings
 
 EXPECTED_FILES = [
@@ -61,11 +62,13 @@ def test_deploy_from_main_registers_production(checkout, capsys):
     assert deployment.job_variables["image"] == f"localhost:5000/{REPO_NAME}:main"
     assert deployment.entrypoint == "example_flow.py:example_flow"
     assert deployment.version == git(checkout, "rev-parse", "HEAD")[:12]
-    [step] = deployment.pull_steps
-    block_name = step["prefect.deployments.steps.pull_with_block"][
+    fetch, verify = deployment.pull_steps
+    block_name = fetch["prefect.deployments.steps.pull_with_block"][
         "block_document_name"
     ]
-    assert read_block_basepath(block_name) == str(storage)
+    assert verify == VERIFY_STEP
+    (copy,) = storage.iterdir()
+    assert read_block_basepath(block_name) == str(copy)
     assert stored_files(storage) == expected_files(checkout)
     assert "tests/test_deploy.py" not in stored_files(storage)
     assert "demo | main | example_flow" in out and "production" in out

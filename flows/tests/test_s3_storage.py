@@ -21,9 +21,9 @@ from deploy_helpers import (
 from test_deploy import expected_files
 
 import local_prefect
-from deployer.object_storage import MANIFEST_NAME
 from deployer.plan import relative_storage_path, storage_block_name
 from deployer.repository import branch_slug
+from deployer.storage import MANIFEST_NAME
 
 
 def copies_of(s3_bucket, relative: str) -> list[str]:
