@@ -49,6 +49,10 @@ def deploy_all(
     if not flow_files:
         raise UserError(f"no flow file in {flows_dir} ends with {CLI_FUNCTION}(...)")
     flows = [(commands.load_flow(path, name), path) for path, name in flow_files]
+    # Every plan checked before the first deploy: they share the branch's copy, so a
+    # flow refused halfway would leave the others running code it did not check.
+    for flow, path in flows:
+        commands.plan_deployment(settings, flow, path, docker_label)
     return [
         commands.deploy(
             settings, flow, path, docker_label=docker_label, dry_run=dry_run

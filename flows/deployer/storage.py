@@ -16,8 +16,10 @@ object_storage.py; stores.py picks one from the storage root.
 from __future__ import annotations
 
 import contextlib
+import os
 import hashlib
 import secrets
+import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,15 +38,27 @@ from deployer.settings import Settings
 
 # Written last into each copy; the run's pull checks every file against it.
 MANIFEST_NAME = ".flows-copy.sha256"
+# The check a run makes of the copy it fetched, in Python: every worker has it (the
+# image, a Linux or macOS laptop), while sha256sum is not everywhere.
+_CHECK_COPY = (
+    "import hashlib, pathlib, sys; "
+    "lines = pathlib.Path(sys.argv[1]).read_text().splitlines(); "
+    "bad = [n for d, n in (line.split('  ', 1) for line in lines) "
+    "if not pathlib.Path(n).is_file() "
+    "or hashlib.sha256(pathlib.Path(n).read_bytes()).hexdigest() != d]; "
+    "sys.exit('the fetched copy lacks or differs in: ' + ', '.join(bad) if bad else 0)"
+)
 VERIFY_STEP = {
     "prefect.deployments.steps.run_shell_script": {
-        "script": f"sha256sum --check --strict --quiet {MANIFEST_NAME}",
+        "script": f"python3 -c {shlex.quote(_CHECK_COPY)} {MANIFEST_NAME}",
         # The folder the pull step before it reports.
         "directory": "{{ directory }}",
     }
 }
 
 Register = Callable[[list, dict], Awaitable]
+_READABLE_FILE, _RUNNABLE, _EXECUTABLE = 0o644, 0o755, 0o111
+_READABLE_FOLDER = _RUNNABLE
 
 
 def new_copy_name(commit: str) -> str:
@@ -53,13 +67,12 @@ def new_copy_name(commit: str) -> str:
     return f"{stamp}-{commit[:12]}-{secrets.token_hex(3)}"
 
 
-def manifest_of(flows_dir: Path, files: list[str]) -> bytes:
-    """`sha256sum` lines of the copy's files."""
-    lines = []
-    for name in files:
-        digest = hashlib.sha256((flows_dir / name).read_bytes()).hexdigest()
-        lines.append(f"{digest}  {name}\n")
-    return "".join(lines).encode()
+def manifest_of(contents: dict[str, bytes]) -> bytes:
+    """`sha256sum`-style lines, `<hex digest>  <relative path>`, of the copy's files."""
+    return "".join(
+        f"{hashlib.sha256(data).hexdigest()}  {name}\n"
+        for name, data in contents.items()
+    ).encode()
 
 
 class VersionedCopies:
@@ -134,22 +147,11 @@ class VersionedCopies:
         new_copy = f"{plan.storage}/{new_copy_name(plan.commit)}"
         pointer = self.pointer_to(new_copy)
         try:
-            with self.store_errors(f"copying flows/ to {new_copy}"):
-                target = self.path_of(new_copy)
-                filesystem.put(
-                    [str(flows_dir / name) for name in plan.files],
-                    [f"{target}/{name}" for name in plan.files],
-                )
-                # Last: a copy with its manifest is a whole copy.
-                filesystem.pipe(
-                    f"{target}/{MANIFEST_NAME}", manifest_of(flows_dir, plan.files)
-                )
+            self._write_copy(filesystem, flows_dir, plan.files, new_copy)
             if old_copy is None:  # a first deploy: runs need the block from the start
                 await pointer.save(plan.storage_block, overwrite=True)
             steps = [await self.fetch_step(client, plan.storage_block), VERIFY_STEP]
             deployment_id = await register(steps, self.storage_needs())
-            if old_copy is not None:
-                await pointer.save(plan.storage_block, overwrite=True)
         except BaseException:
             # Put back what was: the failure itself is what the person needs to see.
             with contextlib.suppress(Exception):
@@ -160,18 +162,43 @@ class VersionedCopies:
                         plan.storage_block, self.pointer_type
                     )
             raise
-        # Only a copy of this branch's own: never what an edited block points at.
-        if (
-            old_copy
-            and old_copy.startswith(f"{plan.storage}/")
-            and old_copy != new_copy
-        ):
+        if old_copy is not None:
             try:
-                with self.store_errors(f"removing the old copy {old_copy}"):
-                    self._remove(filesystem, old_copy)
-            except UserError as error:
-                print(f"warning: {error}; remove it by hand", file=sys.stderr)
+                await pointer.save(plan.storage_block, overwrite=True)
+            except Exception as error:  # registered: keep both copies, say what to do
+                raise UserError(
+                    f"{plan.name} is registered but its runs still fetch the previous "
+                    f"copy ({type(error).__name__}: pointing the block {plan.storage_block} "
+                    "failed): run deploy again"
+                ) from error
+            self._remove_old_copy(filesystem, old_copy, plan.storage, new_copy)
         return deployment_id, new_copy
+
+    def _write_copy(self, filesystem, flows_dir: Path, files: list[str], copy: str):
+        """Each file, then the manifest of the very bytes written."""
+        target = self.path_of(copy)
+        # Read once: a file saved during the deploy cannot differ from its checksum.
+        contents = {name: (flows_dir / name).read_bytes() for name in files}
+        with self.store_errors(f"copying flows/ to {copy}"):
+            filesystem.pipe(
+                {f"{target}/{name}": data for name, data in contents.items()}
+            )
+            self.after_copy(flows_dir, files, target)
+            # Last: a copy with its manifest is a whole copy.
+            filesystem.pipe(f"{target}/{MANIFEST_NAME}", manifest_of(contents))
+
+    def after_copy(self, flows_dir: Path, files: list[str], target: str) -> None:
+        """What the store needs once the files are written: nothing by default."""
+
+    def _remove_old_copy(self, filesystem, old_copy: str, storage: str, new_copy: str):
+        # Only a copy of this branch's own: never what an edited block points at.
+        if not old_copy.startswith(f"{storage}/") or old_copy == new_copy:
+            return
+        try:
+            with self.store_errors(f"removing the old copy {old_copy}"):
+                self._remove(filesystem, old_copy)
+        except UserError as error:
+            print(f"warning: {error}; remove it by hand", file=sys.stderr)
 
     async def stored_files(self, client: PrefectClient, plan) -> set[str]:
         """The files of flows/ in the copy the branch's runs pull now."""
@@ -223,6 +250,17 @@ class LocalStorage(VersionedCopies):
     def path_of(self, location: str) -> str:
         """A folder is its own path."""
         return location
+
+    def after_copy(self, flows_dir: Path, files: list[str], target: str) -> None:
+        """Readable by every user, as a checkout is (a Docker worker runs as another
+        user); a file executable in flows/ stays executable."""
+        for name in files:
+            executable = (flows_dir / name).stat().st_mode & _EXECUTABLE
+            os.chmod(Path(target) / name, _RUNNABLE if executable else _READABLE_FILE)
+        for folder in {Path(target, name).parent for name in files} | {Path(target)}:
+            while folder != Path(target).parent:
+                os.chmod(folder, _READABLE_FOLDER)
+                folder = folder.parent
 
     def pointer_to(self, copy: str) -> Block:
         """A LocalFileSystem block whose folder is the copy."""

@@ -285,7 +285,12 @@ class Setup:
         if not self.settings.storage_is_s3:
             root = self.settings.storage_path
             existed = root.is_dir()
-            root.mkdir(parents=True, exist_ok=True)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UserError(
+                    f"FLOWS_STORAGE_ROOT {root} cannot be a folder: {error.strerror}"
+                ) from None
             return f"storage {root}: {'unchanged' if existed else 'created'}"
         filesystem = await self.storage.filesystem(self.s3_keys)
         self.storage.check_bucket(filesystem)

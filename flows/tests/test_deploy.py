@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+from prefect.filesystems import LocalFileSystem
 from conftest import REPO_NAME, git
 from deploy_helpers import (
     deploy_with_registration_refused,
@@ -15,7 +16,7 @@ from deploy_helpers import (
 )
 
 from deployer.repository import branch_slug, read_repository
-from deployer.storage import VERIFY_STEP
+from deployer.storage import MANIFEST_NAME, VERIFY_STEP
 from deployer.settings import Settings
 
 EXPECTED_FILES = [
@@ -221,3 +222,47 @@ def test_repository_name_from_any_origin_url(checkout, origin_url):
     git(checkout, "remote", "set-url", "origin", origin_url)
     repository = read_repository(checkout, Settings.from_environment())
     assert repository.name == REPO_NAME
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_the_copy_is_readable_by_every_user(checkout, capsys):
+    """Whatever the deployer's umask: a Docker worker runs as another user."""
+    git(checkout, "switch", "-q", "-c", "umask")
+    (checkout / "flows" / "tool.sh").write_text("#!/bin/sh\n")
+    (checkout / "flows" / "tool.sh").chmod(0o750)
+    previous = os.umask(0o077)
+    try:
+        assert run_command_line(checkout, "deploy", capsys=capsys)[0] == 0
+    finally:
+        os.umask(previous)
+    (copy,) = (
+        Path(os.environ["FLOWS_STORAGE_ROOT"]) / "dev" / REPO_NAME / "umask"
+    ).iterdir()
+    assert (copy / "tool.sh").stat().st_mode & 0o777 == 0o755
+    assert (copy / "example_flow.py").stat().st_mode & 0o777 == 0o644
+    assert (copy / "sql").stat().st_mode & 0o777 == 0o755
+    assert copy.stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_a_failed_switch_after_registering_says_to_deploy_again(
+    checkout, capsys, monkeypatch
+):
+    """Registered, block not switched: exit 2, and the runs keep a whole copy."""
+    git(checkout, "switch", "-q", "-c", "switch")
+    assert run_command_line(checkout, "deploy", capsys=capsys)[0] == 0
+    storage = Path(os.environ["FLOWS_STORAGE_ROOT"]) / "dev" / REPO_NAME / "switch"
+    (old_copy,) = storage.iterdir()
+
+    async def refuse(*_args, **_kwargs):
+        raise RuntimeError("the API went away mid-deploy")
+
+    monkeypatch.setattr(LocalFileSystem, "save", refuse)
+    code, _, err = run_command_line(checkout, "deploy", capsys=capsys)
+    assert code == 2
+    assert "is registered but its runs still fetch the previous copy" in err
+    assert "run deploy again" in err and len(err.splitlines()) == 1
+    block = read_deployment("demo | switch | example_flow").pull_steps[0]
+    name = block["prefect.deployments.steps.pull_with_block"]["block_document_name"]
+    assert read_block_basepath(name) == str(old_copy)
+    assert (old_copy / MANIFEST_NAME).is_file()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_NAME, git
-from deploy_helpers import call_command_line, read_deployment
+from deploy_helpers import call_command_line, count_deployments, read_deployment
 
 import util
 from deployer.repository import branch_slug
@@ -38,6 +38,24 @@ def test_deploy_all_deploys_every_flow_file(checkout, capsys, monkeypatch):
     slug = branch_slug("feature/two")
     assert read_deployment(f"demo | {slug} | example_flow") is not None
     assert read_deployment(f"demo | {slug} | second_flow") is not None
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_deploy_all_checks_every_flow_before_deploying_any(
+    checkout, capsys, monkeypatch
+):
+    """A mistake in the second flow file: the first is not deployed either."""
+    git(checkout, "switch", "-q", "-c", "feature/half")
+    add_second_flow(checkout)
+    with open(checkout / "flows" / "second_flow.py", "a", encoding="utf-8") as source:
+        source.write('\nDEPLOYMENT = "nightly"\n')
+    deployments_before = count_deployments()
+    code, _, err = run_repository_command(
+        checkout, "deploy-all", capsys=capsys, monkeypatch=monkeypatch
+    )
+    assert code == 2 and "DEPLOYMENT in" in err, err
+    assert count_deployments() == deployments_before
+    assert not (Path(os.environ["FLOWS_STORAGE_ROOT"]) / "dev").exists()
 
 
 @pytest.mark.usefixtures("prefect_api_url")

@@ -224,3 +224,21 @@ def test_a_password_in_the_database_url_is_refused_unechoed(capsys, monkeypatch)
         "FLOWS_LEAKY_DATABASE_PASSWORD"
     ]
     assert "hunter2" not in out + err
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_a_storage_root_that_cannot_be_a_folder_is_one_line(
+    tmp_path, capsys, monkeypatch
+):
+    """A file where the folder should be: exit 2 and the reason, no traceback."""
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("FLOWS_STORAGE_ROOT", str(tmp_path / "a-file"))
+    code, _, err = call_command_line(
+        lambda: util.run_repository_command_line_interface(["setup", "--no-prompt"]),
+        capsys,
+    )
+    assert code == 2
+    assert err.splitlines() == [
+        f"error: FLOWS_STORAGE_ROOT {tmp_path / 'a-file'} cannot be a folder: "
+        "File exists"
+    ]
