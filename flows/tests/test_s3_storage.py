@@ -23,7 +23,7 @@ from test_deploy import expected_files
 import local_prefect
 from deployer.plan import relative_storage_path, storage_block_name
 from deployer.repository import branch_slug
-from deployer.storage import MANIFEST_NAME
+from deployer.storage import MANIFEST_NAME, VERIFY_STEP
 
 
 def copies_of(s3_bucket, relative: str) -> list[str]:
@@ -79,12 +79,7 @@ def test_deploy_to_s3_uploads_flows_minus_ignored_files(checkout, s3_bucket, cap
         "secret": f"{{{{ {block}.aws_secret_access_key }}}}",
         "client_kwargs": {"endpoint_url": s3_bucket.endpoint_url},
     }
-    assert verify == {
-        "prefect.deployments.steps.run_shell_script": {
-            "script": f"sha256sum --check --strict --quiet {MANIFEST_NAME}",
-            "directory": "{{ directory }}",
-        }
-    }
+    assert verify == VERIFY_STEP
     # A Docker run needs no folder of this machine mounted.
     assert "volumes" not in deployment.job_variables
 
