@@ -67,8 +67,8 @@ class S3Storage(VersionedCopies):
 
     def __init__(self, settings: Settings):
         super().__init__()
-        root = settings.storage_root.rstrip("/")
-        if not _key_path(root).split("/")[0]:
+        self.root = settings.storage_root.rstrip("/")
+        if not self.bucket:
             raise UserError(
                 f"FLOWS_STORAGE_ROOT {settings.storage_root!r} names no bucket: "
                 "use s3://bucket or s3://bucket/prefix"
@@ -78,7 +78,6 @@ class S3Storage(VersionedCopies):
                 f"FLOWS_S3_CREDENTIALS_BLOCK {settings.s3_credentials_block!r} is not "
                 "a block name: lowercase letters, digits and dashes"
             )
-        self.root = root
         self.endpoint_url = settings.s3_endpoint_url
         self.credentials_block = settings.s3_credentials_block
 
@@ -123,9 +122,7 @@ class S3Storage(VersionedCopies):
 
     async def check(self) -> None:
         """Refuse, before anything is changed, a bucket these credentials miss."""
-        filesystem = await self.filesystem()
-        self.check_bucket(filesystem)
-        self._checked = filesystem
+        self.check_bucket(await self.connected())
 
     def check_bucket(self, filesystem: s3fs.S3FileSystem) -> None:
         """The bucket exists and these credentials reach it."""

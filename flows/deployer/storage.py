@@ -16,8 +16,8 @@ object_storage.py; stores.py picks one from the storage root.
 from __future__ import annotations
 
 import contextlib
-import os
 import hashlib
+import os
 import secrets
 import shlex
 import sys
@@ -57,8 +57,8 @@ VERIFY_STEP = {
 }
 
 Register = Callable[[list, dict], Awaitable]
-_READABLE_FILE, _RUNNABLE, _EXECUTABLE = 0o644, 0o755, 0o111
-_READABLE_FOLDER = _RUNNABLE
+# Modes of a copy in a folder: readable by every user; folders and scripts runnable.
+_READABLE, _RUNNABLE, _EXECUTABLE = 0o644, 0o755, 0o111
 
 
 def new_copy_name(commit: str) -> str:
@@ -87,7 +87,7 @@ class VersionedCopies:
     failures: tuple[type[BaseException], ...] = (OSError, ValueError)
 
     def __init__(self):
-        self._checked: AbstractFileSystem | None = None
+        self._client: AbstractFileSystem | None = None
 
     async def filesystem(self) -> AbstractFileSystem:
         """A client of the store."""
@@ -109,9 +109,15 @@ class VersionedCopies:
         """Job variables a Docker worker needs to read the copies."""
         return {}
 
+    async def connected(self) -> AbstractFileSystem:
+        """The store's client, made once per command (credentials looked up once)."""
+        if self._client is None:
+            self._client = await self.filesystem()
+        return self._client
+
     async def check(self) -> None:
         """Refuse, before anything is changed, a store that cannot take the copy."""
-        self._checked = await self.filesystem()
+        await self.connected()
 
     @contextlib.contextmanager
     def store_errors(self, doing: str) -> Iterator[None]:
@@ -139,10 +145,11 @@ class VersionedCopies:
         flows_dir: Path,
         register: Register,
     ):
-        """Write a new copy, register, point the block at it, remove the old copy."""
-        if self._checked is None:
-            await self.check()
-        filesystem = self._checked
+        """Write a new copy, register, point the block at it, remove the old copy.
+
+        After check(): the store was found fit before anything else was changed.
+        """
+        filesystem = await self.connected()
         old_copy = await self.current_copy(client, plan.storage_block)
         new_copy = f"{plan.storage}/{new_copy_name(plan.commit)}"
         pointer = self.pointer_to(new_copy)
@@ -205,7 +212,7 @@ class VersionedCopies:
         current = await self.current_copy(client, plan.storage_block)
         if current is None:
             return set()
-        filesystem = await self.filesystem()
+        filesystem = await self.connected()
         prefix = self.path_of(current) + "/"
         with self.store_errors(f"listing {current}"):
             paths = filesystem.find(self.path_of(current))
@@ -217,7 +224,7 @@ class VersionedCopies:
 
     async def remove(self, location: str, block_name: str) -> None:
         """Remove every copy of a branch and the block that points at them."""
-        filesystem = await self.filesystem()
+        filesystem = await self.connected()
         with self.store_errors(f"removing {location}"):
             self._remove(filesystem, location)
         await prefect_api.delete_block(block_name, self.pointer_type)
@@ -254,13 +261,13 @@ class LocalStorage(VersionedCopies):
     def after_copy(self, flows_dir: Path, files: list[str], target: str) -> None:
         """Readable by every user, as a checkout is (a Docker worker runs as another
         user); a file executable in flows/ stays executable."""
+        folders = set()
         for name in files:
             executable = (flows_dir / name).stat().st_mode & _EXECUTABLE
-            os.chmod(Path(target) / name, _RUNNABLE if executable else _READABLE_FILE)
-        for folder in {Path(target, name).parent for name in files} | {Path(target)}:
-            while folder != Path(target).parent:
-                os.chmod(folder, _READABLE_FOLDER)
-                folder = folder.parent
+            os.chmod(Path(target, name), _RUNNABLE if executable else _READABLE)
+            folders.update(Path(target, parent) for parent in Path(name).parents)
+        for folder in folders:  # `parents` ends with ".": the copy's own folder
+            os.chmod(folder, _RUNNABLE)
 
     def pointer_to(self, copy: str) -> Block:
         """A LocalFileSystem block whose folder is the copy."""
