@@ -1,9 +1,14 @@
-# The one task runner: README, .ci/run and GitHub Actions call these targets only.
+# The one task runner: README, the guide, .ci/run and GitHub Actions call these targets
+# only. The template's file: an upgrade replaces it (flows/toolkit/template-paths.txt).
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+# uv installs the requirements in seconds where pip takes a minute and a half; pip
+# itself only brings uv into the new venv.
+UV_VERSION := 0.13.9
 DEMO_PORT ?= 4200
 DEMO_POOL := local-process
 # The embedded default: a local server on 127.0.0.1, its state and the flow storage
@@ -11,15 +16,24 @@ DEMO_POOL := local-process
 DEMO_ENV := PREFECT_API_URL=http://127.0.0.1:$(DEMO_PORT)/api \
 	FLOWS_WORK_POOL=$(DEMO_POOL) FLOWS_WORK_POOL_TYPE=process \
 	FLOWS_STORAGE_ROOT=$(CURDIR)/.local/flow-storage FLOWS_OUTPUT_DIR=$(CURDIR)/.local/output
-LINTED := flows tools bench
+# `make demo` deploys and runs this flow file.
+DEMO_FLOW ?= flows/example_flow.py
+# The team's Python is flows/ without the toolkit; the template's is the toolkit,
+# util.py, tools/ and bench/, linted by test-template.
+TOOLKIT := flows/toolkit
+TEMPLATE_LINTED := $(TOOLKIT) flows/util.py tools bench
+# pytest-xdist workers for the toolkit's suite: its tests mostly wait on servers.
+TEMPLATE_WORKERS ?= 2
 
-.PHONY: venv demo server stop setup test lint format bench deploy-all delete-branch clean
+.PHONY: venv demo server stop setup test lint test-template lint-template format \
+	bench deploy-all delete-branch upgrade release clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: image/requirements.txt requirements-dev.txt
+$(VENV)/.installed: image/requirements.txt image/requirements-template.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check \
+	$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(UV) pip install --quiet --python $(PY) \
 		-r image/requirements.txt -r requirements-dev.txt
 	touch $@
 
@@ -29,7 +43,7 @@ server: venv
 demo: server
 	mkdir -p .local
 	$(DEMO_ENV) $(PY) flows/util.py setup --no-prompt
-	$(DEMO_ENV) $(PY) flows/example_flow.py deploy | tee .local/deploy.out
+	$(DEMO_ENV) $(PY) $(DEMO_FLOW) deploy | tee .local/deploy.out
 	$(DEMO_ENV) $(PY) tools/local_prefect.py run-deployment --port $(DEMO_PORT) \
 		--pool $(DEMO_POOL) --param env=dev "$$(sed -n '1s/^Deployed \(.*\) as .*/\1/p' .local/deploy.out)"
 	@echo "The server stays up for the UI at http://127.0.0.1:$(DEMO_PORT); 'make stop' ends it."
@@ -42,15 +56,26 @@ stop:
 setup: venv
 	$(PY) flows/util.py setup $(SETUP_ARGS)
 
+# A copy's checks, fast: the team's code, the files every deployment needs.
 lint: venv
-	$(PY) -m black --check $(LINTED)
-	$(PY) -m pylint --fail-under=8.5 $(LINTED)
+	$(PY) -m black --check --extend-exclude '^/$(TOOLKIT)/' flows
+	$(PY) -m pylint --fail-under=8.5 --ignore-paths='^$(TOOLKIT)/.*$$' flows
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/hadolint image/Dockerfile
 	$(VENV)/bin/deptry flows
 
+# The team's tests, and the toolkit's checks of every flow file and of the
+# requirements (pytest.ini's testpaths).
 test: lint
 	$(PY) -m pytest
+
+# The toolkit's real-server suite: PR checks run it when a template path changed.
+lint-template: venv
+	$(PY) -m black --check $(TEMPLATE_LINTED)
+	$(PY) -m pylint --fail-under=8.5 $(TEMPLATE_LINTED)
+
+test-template: lint-template
+	$(PY) -m pytest -n $(TEMPLATE_WORKERS) $(TOOLKIT)/tests
 
 deploy-all: venv
 	$(PY) flows/util.py deploy-all $(if $(DOCKER_LABEL),--docker-label $(DOCKER_LABEL))
@@ -58,13 +83,23 @@ deploy-all: venv
 delete-branch: venv
 	$(PY) flows/util.py delete-branch "$(BRANCH)"
 
+# make upgrade [FROM=<git URL or path>] [TO=vX.Y.Z] [FORCE=1]
+upgrade: venv
+	$(PY) flows/util.py upgrade $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)") \
+		$(if $(FORCE),--force)
+
+# In the template repository: make release VERSION=vX.Y.Z
+release: venv
+	$(PY) flows/util.py release "$(VERSION)"
+
 bench: venv
 	$(PY) bench/etl.py --rows 2000000
 	$(PY) bench/concurrency.py
 	$(PY) bench/storage.py
+	$(PY) bench/deploy_all.py
 
 format: venv
-	$(PY) -m black $(LINTED)
+	$(PY) -m black flows tools bench
 
 clean: stop
 	rm -rf .local $(VENV)

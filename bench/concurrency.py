@@ -1,12 +1,13 @@
-"""The example flow's four extracts together against one after another (goal P3 >= 3).
+"""Four extracts together against one after another (goal P3 >= 3).
 
     .venv/bin/python bench/concurrency.py [--wait 1.0] [--repeat 3]
 
-Starts its own PostgreSQL (with the sample university data) and sshd on 127.0.0.1,
-as the tests do. Each of the four extracts waits --wait seconds inside the database
-(`pg_sleep`, standing for a slow query on a busy server), then is shaped with the
-example's own pandas step and delivered over SFTP. The same four extracts run once as
-the example flow runs them (submitted, concurrent) and once strictly in order, each
+Starts its own PostgreSQL (with the toolkit's fixture shop data) and sshd on
+127.0.0.1, as the tests do. Each of four extracts (the orders of three days, and the
+totals per customer) waits --wait seconds inside the database (`pg_sleep`, standing
+for a slow query on a busy server), then is shaped with pandas and delivered over
+SFTP by the fixture flow's task. The same four extracts run once as a flow runs them
+(submitted, concurrent) and once strictly in order, each
 in a flow of its own in this process. Prints, for each, the seconds of the four
 extracts inside the flow run and of the whole flow run (which adds Prefect's fixed cost
 of starting and ending a run), the best of --repeat, and last the speed-ups.
@@ -19,11 +20,12 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 REPOSITORY_DIR = Path(__file__).resolve().parent.parent
+FIXTURE_FLOWS_DIR = REPOSITORY_DIR / "flows" / "toolkit" / "tests" / "fixture_flows"
 sys.path[:0] = [str(REPOSITORY_DIR / "flows"), str(REPOSITORY_DIR / "tools")]
+sys.path.append(str(FIXTURE_FLOWS_DIR))
 # Prefect reads these when imported: keep its state out of ~/.prefect, and stay offline.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="bench-prefect-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -35,30 +37,49 @@ from prefect.blocks.system import Secret  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 
-import example_flow  # noqa: E402
 import local_prefect  # noqa: E402
 import services  # noqa: E402
-from database import DatabaseConnection, read_sql_file  # noqa: E402
-from delivery import SftpSink  # noqa: E402
-from sample_data import load_sample_data  # noqa: E402
-from sftp import SftpConnection  # noqa: E402
+from fixture_data import DAYS, load_fixture_data  # noqa: E402
+from fixture_flow import (  # noqa: E402
+    extract_and_deliver,
+    shape_orders,
+    summarize_customers,
+)
+from toolkit import database  # noqa: E402
+from toolkit.database import DatabaseConnection, read_sql_file  # noqa: E402
+from toolkit.delivery import SftpSink  # noqa: E402
+from toolkit.sftp import SftpConnection  # noqa: E402
+
+# The fixture flow's queries, not the team's flows/sql/.
+database.SQL_DIR = FIXTURE_FLOWS_DIR / "sql"
 
 
-def slow_extracts(wait_seconds: float) -> dict:
-    """The example's extracts, each query waiting `wait_seconds` in the database."""
-    extracts = {}
-    for name, (extract, parameters) in example_flow.extracts_for("2024-08").items():
-        sql = read_sql_file(extract.query.removeprefix("sql/"))
-        slow = f"SELECT r.* FROM ({sql}) AS r CROSS JOIN pg_sleep({wait_seconds:f})"
-        extracts[name] = (replace(extract, query=slow), parameters)
-    return extracts
+def slow_extracts(wait_seconds: float) -> list[tuple]:
+    """Four extracts (query, parameters, shape, file), each query waiting
+    `wait_seconds` in the database."""
+
+    def slow(file_name: str) -> str:
+        sql = read_sql_file(file_name)
+        return f"SELECT r.* FROM ({sql}) AS r CROSS JOIN pg_sleep({wait_seconds:f})"
+
+    extracts = [
+        (slow("orders_of_day"), {"day": day}, shape_orders, f"orders_{day}.csv")
+        for day in DAYS
+    ]
+    return extracts + [
+        (slow("all_orders"), {}, summarize_customers, "customer_totals.csv")
+    ]
 
 
 @flow(name="bench-concurrent")
 def concurrent_flow(source, sink, extracts) -> float:
-    """As the example flow does it: all four submitted at once; their seconds."""
+    """As a flow does it: all four submitted at once; their seconds."""
     started = time.perf_counter()
-    example_flow.run_extracts(source, sink, extracts)
+    futures = [
+        extract_and_deliver.submit(source, sink, *extract) for extract in extracts
+    ]
+    for future in futures:
+        future.result()
     return time.perf_counter() - started
 
 
@@ -66,8 +87,8 @@ def concurrent_flow(source, sink, extracts) -> float:
 def in_order_flow(source, sink, extracts) -> float:
     """The same task, each extract waited for before the next starts; their seconds."""
     started = time.perf_counter()
-    for extract, parameters in extracts.values():
-        example_flow.extract_and_deliver(source, sink, extract, parameters)
+    for extract in extracts:
+        extract_and_deliver(source, sink, *extract)
     return time.perf_counter() - started
 
 
@@ -81,7 +102,7 @@ def timed(run) -> tuple[float, float]:
 def measure(wait_seconds: float, repeat: int) -> tuple[tuple, tuple]:
     """Best (extracts, whole run) seconds of the concurrent and the in-order flow."""
     with services.running_postgres() as postgres, services.running_sshd() as sshd:
-        load_sample_data(create_engine(postgres.url()))
+        load_fixture_data(create_engine(postgres.url()))
         source = DatabaseConnection(
             url=postgres.url(password=False), password=Secret(value=postgres.password)
         )

@@ -53,8 +53,8 @@ def _connections(setup: dict):
     # pylint: disable=import-outside-toplevel
     from prefect.blocks.system import Secret
 
-    from database import DatabaseConnection
-    from sftp import SftpConnection
+    from toolkit.database import DatabaseConnection
+    from toolkit.sftp import SftpConnection
 
     source = DatabaseConnection(url=setup["database_url"])
     sftp_connection = SftpConnection(
@@ -71,7 +71,7 @@ def _connections(setup: dict):
 def run_variant(variant: str, setup: dict) -> None:
     """The body of one child process: deliver the table one way."""
     # pylint: disable=import-outside-toplevel
-    import delivery
+    from toolkit import delivery
 
     source, sftp_connection = _connections(setup)
     file_name = f"{variant}.csv"
@@ -90,7 +90,7 @@ def run_variant(variant: str, setup: dict) -> None:
     elif variant == "naive":
         import pandas as pd
 
-        import sftp
+        from toolkit import sftp
 
         frame = pd.read_sql(QUERY, source.create_engine())
         data = frame.to_csv(index=False).encode()

@@ -41,22 +41,18 @@ from prefect.deployments.steps.core import run_steps  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
 import local_prefect  # noqa: E402
+from fixture_checkout import lay_out_flows  # noqa: E402
 import services  # noqa: E402
 import util  # noqa: E402
 
 BRANCH = "bench-storage"
-DEPLOYMENT = "example-flow/template | bench-storage | example_flow"
+DEPLOYMENT = "fixture-flow/template | bench-storage | fixture_flow"
 
 
 def make_checkout(folder: Path) -> Path:
-    """A git checkout holding this repository's flows/, on a dev branch."""
+    """A git checkout holding the toolkit and its fixture flow, on a dev branch."""
     checkout = folder / "template"
-    shutil.copytree(
-        REPOSITORY_DIR / "flows",
-        checkout / "flows",
-        ignore=shutil.ignore_patterns("__pycache__", "output", ".pytest_cache"),
-    )
-    shutil.copy(REPOSITORY_DIR / ".prefectignore", checkout / ".prefectignore")
+    lay_out_flows(checkout / "flows")
     identity = {
         "GIT_AUTHOR_NAME": "bench",
         "GIT_AUTHOR_EMAIL": "bench@example.invalid",
@@ -82,7 +78,7 @@ def timed_deploy(checkout: Path) -> float:
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         util.run_flow_command_line_interface(
-            str(checkout / "flows" / "example_flow.py"), "example_flow", ["deploy"]
+            str(checkout / "flows" / "fixture_flow.py"), "fixture_flow", ["deploy"]
         )
     return time.perf_counter() - started
 

@@ -12,7 +12,7 @@ enrollment, grade point averages by term, and headcounts by program.
 
 The four extracts run concurrently: each is one task (query, shape, deliver), all four
 are submitted at once. One flow, four files, about the time of the slowest. The
-shaping steps are plain pandas functions, tested in flows/tests/test_flows.py.
+shaping steps are plain pandas functions, tested in flows/tests/test_example_flow.py.
 Run it here with `python3 flows/example_flow.py run --param env=dev`.
 """
 
@@ -25,11 +25,12 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-import connections
 import util
-from database import query_dataframe
-from delivery import deliver_frame
-from sftp import NETWORK_RETRIES
+from sample_data import sample_database
+from toolkit import connections
+from toolkit.database import query_dataframe
+from toolkit.delivery import deliver_frame
+from toolkit.sftp import NETWORK_RETRIES
 
 SYSTEM = "example"
 GRADE_POINTS = {
@@ -192,7 +193,7 @@ def example_flow(env: Literal["dev", "prod"] = "dev", term: str = "2024-08") -> 
     If it failed: each file is delivered whole or not at all, so a rerun is safe. A
     failed task's log names the file, the query and the server it was talking to.
     """
-    source = connections.database_for(SYSTEM, env)
+    source = connections.database_for(SYSTEM, env, dev_default=sample_database)
     sink = connections.sink_for(SYSTEM, env)
     reports = run_extracts(source, sink, extracts_for(term))
     create_table_artifact(

@@ -6,12 +6,13 @@ students, courses and enrollments.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
-from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text, create_engine
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text
 from sqlalchemy.engine import Engine
+
+from toolkit.database import DatabaseConnection, sqlite_database
 
 SEED = 2024
 STUDENT_COUNT = 400
@@ -104,22 +105,6 @@ def load_sample_data(engine: Engine) -> None:
             connection.execute(table.insert(), [dict(zip(keys, row)) for row in rows])
 
 
-def ensure_sample_database(path: Path) -> Path:
-    """Create the SQLite sample database at `path` unless it is there; its path.
-
-    It is built under a temporary name and renamed, so a run never sees half of it.
-    """
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
-    partial.unlink(missing_ok=True)
-    engine = create_engine(f"sqlite:///{partial}")
-    try:
-        load_sample_data(engine)
-        engine.dispose()
-        os.replace(partial, path)
-    finally:
-        engine.dispose()
-        partial.unlink(missing_ok=True)
-    return path
+def sample_database(folder: Path) -> DatabaseConnection:
+    """The SQLite sample database in `folder`, made on first use: dev's embedded default."""
+    return sqlite_database(folder / "sample_university.sqlite", load_sample_data)

@@ -1,76 +1,110 @@
-"""The example flow, whole: dev on a fresh checkout, prod against PostgreSQL and sshd."""
+"""Your tests of your flows' transformations: copy this pattern.
 
-import os
+How to write one:
+1. Build a tiny input DataFrame by hand: the few rows that exercise one rule.
+2. Call the shaping function with it (a plain function: no Prefect, no database).
+3. Build the exact frame you expect and compare with `assert_frame_equal`: exact
+   values, column order and dtypes, so a silent change of meaning fails the test.
+Run them with `make test`, or `.venv/bin/python -m pytest flows/tests/test_flows.py`.
+"""
 
-import pytest
-from conftest import sftp_connection_to
-from deploy_helpers import run_flow_script
-from prefect.blocks.system import Secret
-from sqlalchemy import create_engine
+import pandas as pd
+from pandas.testing import assert_frame_equal
 
-from database import DatabaseConnection
-from sample_data import load_sample_data
-
-DELIVERED = [
-    "course_enrollment_2024-08.csv",
-    "program_headcount.csv",
-    "roster.csv",
-    "term_gpa.csv",
-]
+from example_flow import (
+    compute_term_gpa,
+    count_program_headcount,
+    format_student_roster,
+    summarize_course_enrollment,
+)
 
 
-def test_dev_run_needs_no_configuration(checkout, monkeypatch):
-    """`python3 flows/example_flow.py run` on a fresh clone writes its four files."""
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.delenv("FLOWS_OUTPUT_DIR", raising=False)
-    completed = run_flow_script(checkout, "run")
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    output = checkout / "flows" / "output" / "dev"
-    assert sorted(os.listdir(output)) == DELIVERED
-    assert (
-        (output / "roster.csv")
-        .read_text()
-        .startswith("student_id,full_name,email,program,entry_year\n")
+def test_roster_has_full_names_clean_emails_and_sorts_by_name():
+    """It joins names as 'Last, First', lowercases and trims emails, sorts by name."""
+    students = pd.DataFrame(
+        {
+            "student_id": [7, 3],
+            "first_name": ["Grace", "Ada"],
+            "last_name": ["Hopper", "Lovelace"],
+            "email": [" Grace.Hopper@Example.EDU", "ada@example.edu "],
+            "program": ["Mathematics", "Computer Science"],
+            "entry_year": [2021, 2022],
+        }
     )
-    assert str(output / "roster.csv") in completed.stdout + completed.stderr
-
-
-@pytest.mark.usefixtures("prefect_api_url")
-def test_prod_run_reads_postgres_and_delivers_over_sftp(
-    postgres, sshd, tmp_path, monkeypatch
-):
-    """With prod blocks saved, the same flow reads PostgreSQL and delivers by SFTP.
-
-    PostgreSQL holds the same sample data as dev's SQLite, so the files must be the
-    same bytes as a dev run's.
-    """
-    # pylint: disable-next=import-outside-toplevel
-    from example_flow import example_flow
-
-    database_name = "university"
-    engine = create_engine(postgres.url())
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
-        admin.exec_driver_sql(f"DROP DATABASE IF EXISTS {database_name}")
-        admin.exec_driver_sql(f"CREATE DATABASE {database_name}")
-    engine.dispose()
-    load_sample_data(create_engine(postgres.url(database=database_name)))
-
-    partner = tmp_path / "partner"
-    partner.mkdir()
-    DatabaseConnection(
-        url=postgres.url(password=False, database=database_name),
-        password=Secret(value=postgres.password),
-    ).save("example-database-prod", overwrite=True)
-    sftp_connection_to(sshd, str(partner / "nightly")).save(
-        "example-sftp-prod", overwrite=True
+    expected = pd.DataFrame(
+        {
+            "student_id": [7, 3],
+            "full_name": ["Hopper, Grace", "Lovelace, Ada"],
+            "email": ["grace.hopper@example.edu", "ada@example.edu"],
+            "program": ["Mathematics", "Computer Science"],
+            "entry_year": [2021, 2022],
+        }
     )
+    assert_frame_equal(format_student_roster(students), expected)
 
-    prod_rows = example_flow(env="prod")
-    monkeypatch.setenv("FLOWS_OUTPUT_DIR", str(tmp_path / "dev-output"))
-    dev_rows = example_flow(env="dev")
 
-    assert sorted(os.listdir(partner / "nightly")) == DELIVERED
-    assert prod_rows == dev_rows and all(count > 0 for count in prod_rows.values())
-    for name in DELIVERED:
-        dev_file = tmp_path / "dev-output" / "dev" / name
-        assert (partner / "nightly" / name).read_bytes() == dev_file.read_bytes()
+def test_course_enrollment_counts_ungraded_and_passes():
+    """Ungraded and withdrawn students count as enrolled, not graded; D passes, F not."""
+    enrollments = pd.DataFrame(
+        {
+            "student_id": [1, 2, 3, 4, 5],
+            "course_code": ["CS101"] * 4 + ["MATH120"],
+            "course_title": ["Programming"] * 4 + ["Calculus I"],
+            "grade": ["A", "F", None, "W", "D"],
+        }
+    )
+    expected = pd.DataFrame(
+        {
+            "course_code": ["CS101", "MATH120"],
+            "course_title": ["Programming", "Calculus I"],
+            "enrolled": [4, 1],
+            "graded": [2, 1],
+            "passed": [1, 1],
+            "average_grade_points": [2.0, 1.0],
+            "pass_rate": [0.5, 1.0],
+        }
+    )
+    assert_frame_equal(summarize_course_enrollment(enrollments), expected)
+
+
+def test_term_gpa_weights_by_credits_and_ignores_withdrawals():
+    """GPA is credit-weighted; a W counts for nothing; an F is attempted, not earned."""
+    graded = pd.DataFrame(
+        {
+            "student_id": [1, 1, 1, 2],
+            "term": ["2024-01", "2024-01", "2024-01", "2024-01"],
+            "credits": [4, 2, 3, 3],
+            "grade": ["A", "F", "W", "B+"],
+        }
+    )
+    expected = pd.DataFrame(
+        {
+            "student_id": [1, 2],
+            "term": ["2024-01", "2024-01"],
+            "credits_attempted": [6, 3],
+            "credits_earned": [4, 3],
+            "gpa": [2.67, 3.3],
+        }
+    )
+    assert_frame_equal(compute_term_gpa(graded), expected)
+
+
+def test_program_headcount_has_a_column_per_status_and_a_total():
+    """One row per program and entry year, a column per status, and the total."""
+    students = pd.DataFrame(
+        {
+            "program": ["History", "History", "History", "Physics"],
+            "entry_year": [2020, 2020, 2021, 2020],
+            "status": ["active", "graduated", "active", "active"],
+        }
+    )
+    expected = pd.DataFrame(
+        {
+            "program": ["History", "History", "Physics"],
+            "entry_year": [2020, 2021, 2020],
+            "active": [1, 1, 1],
+            "graduated": [1, 0, 0],
+            "total": [2, 1, 1],
+        }
+    )
+    assert_frame_equal(count_program_headcount(students), expected)

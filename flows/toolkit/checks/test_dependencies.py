@@ -1,0 +1,65 @@
+"""The runtime image's requirements are complete: a fresh virtual environment built
+from image/requirements.txt alone (the team's list, which includes the template's)
+imports every module a run may load. deptry, in `make lint`, proves the other half:
+every import declared, nothing declared unused.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPOSITORY_DIR = Path(__file__).resolve().parents[3]
+FLOWS_DIR = REPOSITORY_DIR / "flows"
+# uv sits beside the interpreter that runs the checks (`make venv` installs it).
+UV = Path(sys.executable).parent / "uv"
+NOT_DEPLOYED = {"tests", "checks", "__pycache__"}
+
+
+def runtime_modules() -> list[str]:
+    """Every module of flows/ a run may import: the flow files, their helpers, the
+    toolkit, as dotted names."""
+    modules = []
+    for path in sorted(FLOWS_DIR.rglob("*.py")):
+        relative = path.relative_to(FLOWS_DIR)
+        if NOT_DEPLOYED & set(relative.parts) or relative.parts[0] == "output":
+            continue
+        parts = relative.with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules.append(".".join(parts))
+    return modules
+
+
+def run(*command, cwd=REPOSITORY_DIR) -> subprocess.CompletedProcess:
+    """A command's result, its output kept for the assertion message."""
+    return subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_requirements_alone_import_every_flow_module(tmp_path):
+    """A fresh virtual environment from image/requirements.txt imports all of flows/."""
+    environment = tmp_path / "venv"
+    created = run(UV, "venv", "--quiet", "--python", sys.executable, environment)
+    assert created.returncode == 0, created.stderr
+    python = environment / "bin" / "python"
+    requirements = REPOSITORY_DIR / "image" / "requirements.txt"
+    installed = run(
+        UV, "pip", "install", "--quiet", "--python", python, "-r", requirements
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    modules = runtime_modules()
+    assert "toolkit.deployer.commands" in modules and "util" in modules
+    importing = run(
+        python,
+        "-c",
+        "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]",
+        *modules,
+        cwd=FLOWS_DIR,
+    )
+    assert importing.returncode == 0, importing.stderr[-3000:]

@@ -1,0 +1,237 @@
+"""SQL sources through SQLAlchemy: whole DataFrames, bounded chunks, or raw CSV bytes.
+
+Queries are text with bound parameters (`:name`), inline or read from `flows/sql/`.
+Values are never formatted into the SQL: a hostile value stays a value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import threading
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator, Optional
+
+import pandas as pd
+from prefect import task
+from prefect.blocks.core import Block
+from prefect.blocks.system import Secret
+from pydantic.v1 import Field
+from sqlalchemy import create_engine, text
+from sqlalchemy.dialects.postgresql import psycopg2
+from sqlalchemy.engine import Engine, make_url
+
+from toolkit import arrow_csv
+from toolkit.logs import run_logger
+from toolkit.streams import CHUNK_BYTES, CountingWriter
+
+# The flows' own SQL files: flows/sql/, beside the flow files, not in the toolkit.
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+DEFAULT_CHUNK_ROWS = 50_000
+
+
+class DatabaseConnection(Block):
+    """Where a flow reads its data: a SQLAlchemy URL and, apart, its password."""
+
+    _block_type_name = "Flows Database Connection"
+    _description = "A SQLAlchemy URL without its password, and a Secret holding it."
+
+    url: str = Field(
+        ...,
+        description="SQLAlchemy URL without the password, e.g. "
+        "postgresql+psycopg2://reader@db.example.edu:5432/warehouse",
+    )
+    password: Optional[Secret] = Field(
+        None, description="Secret block holding the password, if one is needed."
+    )
+
+    def create_engine(self) -> Engine:
+        """An engine for this connection; the password never appears in its URL's repr."""
+        url = make_url(self.url)
+        if self.password is not None:
+            # pylint: disable-next=no-member  # a Secret block once loaded
+            url = url.set(password=self.password.get())
+        return create_engine(url, pool_pre_ping=True)
+
+
+def sqlite_database(path: Path, load: Callable[[Engine], None]) -> DatabaseConnection:
+    """A SQLite database at `path`, made by `load(engine)` unless it is there.
+
+    It is built under a temporary name and renamed, so a run never sees half of it.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+        partial.unlink(missing_ok=True)
+        engine = create_engine(f"sqlite:///{partial}")
+        try:
+            load(engine)
+            engine.dispose()
+            os.replace(partial, path)
+        finally:
+            engine.dispose()
+            partial.unlink(missing_ok=True)
+    return DatabaseConnection(url=f"sqlite:///{path}")
+
+
+def read_sql_file(name: str) -> str:
+    """The text of `flows/sql/<name>` (`.sql` may be left out)."""
+    file_name = name if name.endswith(".sql") else f"{name}.sql"
+    path = (SQL_DIR / file_name).resolve()
+    if path.parent != SQL_DIR or not path.is_file():
+        raise FileNotFoundError(f"no SQL file {file_name!r} in {SQL_DIR}")
+    return path.read_text(encoding="utf-8")
+
+
+def _statement(query: str):
+    """A query given as `sql/<file>.sql` is read from flows/sql/, else used as is."""
+    if query.startswith("sql/") and query.endswith(".sql"):
+        query = read_sql_file(query.removeprefix("sql/"))
+    return text(query)
+
+
+def _engine_of(source: DatabaseConnection | Engine) -> Engine:
+    return source if isinstance(source, Engine) else source.create_engine()
+
+
+@task(retries=2, retry_delay_seconds=10)
+def query_dataframe(
+    source: DatabaseConnection | Engine,
+    query: str,
+    parameters: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """The whole result of `query` as one DataFrame: for results that fit in memory."""
+    engine = _engine_of(source)
+    with engine.connect() as connection:
+        frame = pd.read_sql(_statement(query), connection, params=parameters or {})
+    run_logger().info("read %d rows from %s", len(frame), engine.url)
+    return frame
+
+
+def iterate_query_frames(
+    source: DatabaseConnection | Engine,
+    query: str,
+    parameters: dict[str, Any] | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """The result of `query` as DataFrames of at most `chunk_rows` rows.
+
+    A server-side cursor (stream_results) keeps memory bounded by one chunk, however
+    large the result; databases without one (SQLite) still return chunks.
+    """
+    engine = _engine_of(source)
+    if engine.dialect.name == "postgresql":
+        yield from _postgres_frames(engine, query, parameters, chunk_rows)
+        return
+    with engine.connect() as connection:
+        streaming = connection.execution_options(
+            stream_results=True, max_row_buffer=chunk_rows
+        )
+        yield from pd.read_sql(
+            _statement(query),
+            streaming,
+            params=parameters or {},
+            chunksize=chunk_rows,
+        )
+
+
+def copy_query_as_csv(
+    source: DatabaseConnection | Engine,
+    query: str,
+    destination: BinaryIO,
+    parameters: dict[str, Any] | None = None,
+) -> int:
+    """Write the result of `query` as CSV (with a header) to `destination`; rows written.
+
+    No DataFrame is built: PostgreSQL's own COPY ... TO STDOUT writes the CSV, other
+    databases stream rows through a server-side cursor into the csv module.
+    """
+    engine = _engine_of(source)
+    # Writes of one row each would cost a sink call per row: buffer them in C.
+    buffered = io.BufferedWriter(CountingWriter(destination), CHUNK_BYTES)
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            rows = _postgres_copy(connection, query, parameters, buffered)
+        else:
+            rows = _stream_rows(connection, query, parameters, buffered)
+    buffered.flush()
+    return rows
+
+
+def _bound_postgres_query(cursor, query: str, parameters) -> str:
+    """The query with its parameters as quoted literals, for COPY (which binds none).
+
+    The driver quotes each value exactly as it does for an ordinary bound query;
+    SQLAlchemy first turns `:name` markers into the driver's `%(name)s`.
+    """
+    statement = str(_statement(query).compile(dialect=psycopg2.dialect()))
+    return cursor.mogrify(statement.strip().rstrip(";"), parameters or {}).decode()
+
+
+def _copy_statement(bound_query: str) -> str:
+    return f"COPY ({bound_query}) TO STDOUT WITH (FORMAT csv, HEADER)"
+
+
+def _postgres_copy(connection, query, parameters, destination) -> int:
+    with connection.connection.driver_connection.cursor() as cursor:
+        bound = _bound_postgres_query(cursor, query, parameters)
+        cursor.copy_expert(_copy_statement(bound), destination)
+        return cursor.rowcount
+
+
+def _postgres_frames(engine, query, parameters, chunk_rows) -> Iterator[pd.DataFrame]:
+    """Frames from COPY's CSV, parsed by Arrow while the database still sends.
+
+    COPY writes into a pipe from a thread (psycopg2 waits on the network without the
+    GIL); Arrow's reader parses from the other end in C++. Memory: one chunk, plus
+    the pipe.
+    """
+    with engine.connect() as connection:
+        cursor = connection.connection.driver_connection.cursor()
+        bound = _bound_postgres_query(cursor, query, parameters)
+        cursor.execute(f"SELECT * FROM ({bound}) AS result LIMIT 0")
+        column_types = arrow_csv.arrow_types_of_postgres(cursor.description)
+        read_end, write_end = os.pipe()
+        failures = []
+
+        def produce():
+            try:
+                with os.fdopen(write_end, "wb", CHUNK_BYTES) as pipe:
+                    cursor.copy_expert(_copy_statement(bound), pipe)
+            except Exception as error:  # pylint: disable=broad-exception-caught
+                failures.append(error)  # re-raised below, in the caller's thread
+
+        producer = threading.Thread(target=produce, name="postgres-copy", daemon=True)
+        producer.start()
+        try:
+            with os.fdopen(read_end, "rb") as pipe:
+                yield from arrow_csv.read_csv_frames(pipe, column_types, chunk_rows)
+        except Exception as error:
+            producer.join()
+            if failures:  # the database's error is the one that explains this
+                raise failures[0] from error
+            raise
+        finally:
+            producer.join()
+            cursor.close()
+        if failures:
+            raise failures[0]
+
+
+def _stream_rows(connection, query, parameters, destination) -> int:
+    wrapper = io.TextIOWrapper(
+        destination, encoding="utf-8", newline="", write_through=True
+    )
+    writer = csv.writer(wrapper, lineterminator="\n")  # as COPY and pandas write
+    result = connection.execution_options(stream_results=True).execute(
+        _statement(query), parameters or {}
+    )
+    writer.writerow(result.keys())
+    rows = 0
+    for partition in result.partitions(DEFAULT_CHUNK_ROWS):
+        writer.writerows(partition)
+        rows += len(partition)
+    wrapper.flush()
+    wrapper.detach()
+    return rows

@@ -1,0 +1,282 @@
+"""The commands of a flow file's command line, step by step."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from prefect import Flow
+from prefect.client.orchestration import get_client
+
+from toolkit.deployer import prefect_api
+from toolkit.deployer.plan import (
+    DeploymentPlan,
+    branch_prefix_of,
+    build_plan,
+    write_default_ignore_file,
+)
+from toolkit.deployer.repository import guard_production, read_repository
+from toolkit.deployer.stores import storage_for
+from toolkit.deployer.validation import find_problems
+from toolkit.deployer.deployment_settings import NO_SETTINGS, DeploymentSettings
+from toolkit.deployer.errors import UserError
+from toolkit.deployer.settings import Settings
+
+
+def _import_flow_module(flow_path: Path):
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main_file and Path(main_file).resolve() == flow_path:
+        return main
+    # A private name: two checkouts may each hold an example_flow.py.
+    digest = hashlib.sha256(str(flow_path).encode()).hexdigest()[:8]
+    spec = importlib.util.spec_from_file_location(
+        f"_flows_{flow_path.stem}_{digest}", flow_path
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look modules up there
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # any failure of the user's module is theirs to fix
+        detail = " ".join(str(error).split())
+        raise UserError(
+            f"{flow_path.name} does not import: {type(error).__name__}: {detail}"
+        ) from error
+    return module
+
+
+def load_flow(flow_path: Path, function_name: str) -> Flow:
+    """The flow object `function_name` of the flow file, which must be in flows/."""
+    flows_dir = flow_path.parent
+    if flows_dir.name != "flows" or not (flows_dir / "util.py").is_file():
+        raise UserError(
+            f"{flow_path} is not in a flows/ folder: flow files live directly in "
+            "flows/, next to util.py, so that their deployment's copy holds them"
+        )
+    if flow_path.suffix != ".py" or not flow_path.is_file():
+        raise UserError(f"{flow_path} is not a Python file")
+    module = _import_flow_module(flow_path)
+    candidate = getattr(module, function_name, None)
+    if candidate is None:
+        raise UserError(f"{flow_path.name} defines no function {function_name!r}")
+    if not isinstance(candidate, Flow):
+        raise UserError(
+            f"{function_name!r} in {flow_path.name} is not a flow: decorate it with "
+            "@flow from prefect"
+        )
+    return candidate
+
+
+def deployment_settings_of(flow: Flow) -> DeploymentSettings:
+    """The `DEPLOYMENT = util.DeploymentSettings(...)` of the flow's file, if any."""
+    module = sys.modules.get(flow.fn.__module__)
+    declared = getattr(module, "DEPLOYMENT", NO_SETTINGS)
+    if not isinstance(declared, DeploymentSettings):
+        raise UserError(
+            f"DEPLOYMENT in {flow.fn.__module__} must be util.DeploymentSettings(...)"
+        )
+    return declared
+
+
+def _unchecked_plan(settings, flow, flow_path, docker_label):
+    repository = read_repository(flow_path.parent, settings)
+    plan = build_plan(
+        settings=settings,
+        repository=repository,
+        flow=flow,
+        flow_path=flow_path,
+        docker_label=docker_label,
+        deployment_settings=deployment_settings_of(flow),
+    )
+    return plan, repository
+
+
+def plan_deployment(
+    settings: Settings, flow: Flow, flow_path: Path, docker_label: str | None
+) -> tuple[DeploymentPlan, object]:
+    """The checked plan and the repository; every problem found is refused at once."""
+    plan, repository = _unchecked_plan(settings, flow, flow_path, docker_label)
+    problems = find_problems(plan, flow)
+    if problems:
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        raise UserError(f"{len(problems)} problem(s), nothing deployed:\n{listed}")
+    return plan, repository
+
+
+def deploy(
+    settings: Settings,
+    flow: Flow,
+    flow_path: Path,
+    *,
+    docker_label: str | None,
+    dry_run: bool,
+) -> DeploymentPlan:
+    """Plan the deployment of `flow` for the current branch, then make it so."""
+    plan, repository = plan_deployment(settings, flow, flow_path, docker_label)
+    if plan.is_production:
+        guard_production(repository)
+    if dry_run:
+        print(plan.to_json())
+        return plan
+    api_url = prefect_api.require_api_url()
+    storage = storage_for(settings)
+    deployment_id, copy, kept_paused = asyncio.run(
+        _apply(plan, flow, flow_path.parent, storage, api_url)
+    )
+    write_default_ignore_file(repository.top_level)
+    _print_summary(plan, deployment_id, copy, kept_paused)
+    return plan
+
+
+async def _apply(plan, flow, flows_dir, storage, api_url):
+    async with get_client() as client:
+        await prefect_api.check_api_reachable(client, api_url)
+        existing = await prefect_api.read_deployment(client, plan)
+        # Someone paused it in the UI: re-enabling is a person's decision, not a deploy's.
+        kept_paused = existing is not None and prefect_api.is_paused(existing)
+        await storage.check()
+        await prefect_api.ensure_work_pool(
+            client, plan.work_pool, plan.work_pool_type, [plan.work_queue]
+        )
+
+        async def register(pull_steps, storage_needs):
+            return await prefect_api.register_deployment(
+                client,
+                plan,
+                flow,
+                pull_steps=pull_steps,
+                storage_needs=storage_needs,
+                paused=kept_paused,
+            )
+
+        deployment_id, copy = await storage.publish(client, plan, flows_dir, register)
+        return deployment_id, copy, kept_paused
+
+
+def _print_summary(plan: DeploymentPlan, deployment_id, copy, kept_paused) -> None:
+    kind = "production" if plan.is_production else f"dev ({plan.branch})"
+    print(f"Deployed {plan.flow}/{plan.name} as {kind}, tags {plan.tags}")
+    print(f"  runs on work pool {plan.work_pool}, queue {plan.work_queue}")
+    if plan.work_pool_type == "docker":
+        print(f"  image {plan.image}")
+    print(f"  code: {len(plan.files)} files from flows/ copied to {copy}")
+    if plan.schedule:
+        print(f"  schedule {plan.schedule['cron']} ({plan.schedule['timezone']})")
+    if plan.parameters:
+        print(f"  parameters {plan.parameters}")
+    if kept_paused:
+        print("  kept PAUSED, as someone paused it: resume it in the UI when ready")
+    for item in plan.left_out:
+        print(f"  left out on a dev branch: {item}")
+    ui_url = prefect_api.deployment_ui_url(deployment_id)
+    print(f"  {ui_url}" if ui_url else f"  deployment id {deployment_id}")
+
+
+def _registered_fields(deployment) -> dict:
+    schedule = None
+    if deployment.schedules:
+        cron = deployment.schedules[0].schedule
+        schedule = {"cron": cron.cron, "timezone": cron.timezone}
+    return {
+        "tags": sorted(deployment.tags),
+        "work_pool": deployment.work_pool_name,
+        "work_queue": deployment.work_queue_name,
+        "image": (deployment.job_variables or {}).get("image"),
+        "entrypoint": deployment.entrypoint,
+        "version": deployment.version,
+        "description": deployment.description,
+        "schedule": schedule,
+        "parameters": deployment.parameters,
+    }
+
+
+def _planned_fields(plan: DeploymentPlan) -> dict:
+    return {
+        "tags": sorted(plan.tags),
+        "work_pool": plan.work_pool,
+        "work_queue": plan.work_queue,
+        "image": plan.image if plan.work_pool_type == "docker" else None,
+        "entrypoint": plan.entrypoint,
+        "version": plan.commit[:12],
+        "description": plan.description,
+        "schedule": plan.schedule,
+        "parameters": plan.parameters,
+    }
+
+
+def _differences(existing, plan: DeploymentPlan, stored: set[str]):
+    """(changed fields with old and new values, files added, files removed)."""
+    old, new = _registered_fields(existing), _planned_fields(plan)
+    changes = [
+        (field, old[field], value)
+        for field, value in new.items()
+        if old[field] != value
+    ]
+    planned = set(plan.files)
+    return changes, sorted(planned - stored), sorted(stored - planned)
+
+
+async def _read_registered(storage, plan: DeploymentPlan, api_url: str):
+    """(the registered deployment or None, the files of its stored copy)."""
+    async with get_client() as client:
+        await prefect_api.check_api_reachable(client, api_url)
+        existing = await prefect_api.read_deployment(client, plan)
+        if existing is None:
+            return None, set()
+        return existing, await storage.stored_files(client, plan)
+
+
+def show_plan(settings: Settings, flow: Flow, flow_path: Path, docker_label) -> str:
+    """Print what `deploy` would change against what is registered; change nothing."""
+    plan, _ = plan_deployment(settings, flow, flow_path, docker_label)
+    api_url = prefect_api.require_api_url()
+    storage = storage_for(settings)
+    existing, stored = asyncio.run(_read_registered(storage, plan, api_url))
+    return _print_plan(plan, existing, stored)
+
+
+def _print_plan(plan: DeploymentPlan, existing, stored: set[str]) -> str:
+    """Print create, unchanged or change with each difference; which one it is."""
+    title = f"{plan.flow}/{plan.name}"
+    if existing is None:
+        print(f"create {title}")
+        for field, value in _planned_fields(plan).items():
+            print(f"  {field}: {value!r}")
+        return "create"
+    changes, added, removed = _differences(existing, plan, stored)
+    if not changes and not added and not removed:
+        print(f"unchanged {title}")
+        return "unchanged"
+    print(f"change {title}")
+    for field, before, after in changes:
+        print(f"  {field}: {before!r} -> {after!r}")
+    for name in added:
+        print(f"  file added: {name}")
+    for name in removed:
+        print(f"  file removed: {name}")
+    return "change"
+
+
+def delete(settings: Settings, flow: Flow, flow_path: Path, *, production: bool):
+    """Remove this branch's deployment of this flow; its storage copy with the last one."""
+    # Unchecked: a flow file with a mistake in it can still have its deployment removed.
+    plan, _ = _unchecked_plan(settings, flow, flow_path, None)
+    if plan.is_production and not production:
+        raise UserError(
+            "refusing to delete the production deployment without --production"
+        )
+    prefect_api.require_api_url()
+    storage = storage_for(settings)
+    deleted, remaining = asyncio.run(
+        prefect_api.delete_deployment(plan, branch_prefix_of(plan.name))
+    )
+    print(
+        f"deleted {plan.flow}/{plan.name}" if deleted else f"no deployment {plan.name}"
+    )
+    if not remaining:
+        asyncio.run(storage.remove(plan.storage, plan.storage_block))
+        print(f"deleted storage {plan.storage} (no deployment of {plan.branch} left)")
+    return deleted

@@ -1,0 +1,192 @@
+"""The calls a deploy makes to the Prefect API, each one step."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterName,
+    DeploymentFilterTags,
+)
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+from prefect.utilities.callables import parameter_schema
+from prefect.workers.utilities import (
+    get_default_base_job_template_for_infrastructure_type,
+)
+
+from toolkit.deployer.plan import DeploymentPlan
+from toolkit.deployer.errors import UserError
+
+
+def require_api_url() -> str:
+    """The configured Prefect API, refusing Prefect's throw-away ephemeral one."""
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise UserError(
+            "no Prefect API is configured, and a deployment made in Prefect's "
+            "throw-away ephemeral API would vanish: run `prefect cloud login`, or "
+            "`prefect config set PREFECT_API_URL=<url>`, or `make server` for a local one"
+        )
+    return url
+
+
+async def check_api_reachable(client: PrefectClient, url: str) -> None:
+    """Fail with the address tried when the API does not answer its health check."""
+    problem = await client.api_healthcheck()
+    if problem is not None:
+        reason = " ".join(str(problem).split()) or type(problem).__name__
+        raise UserError(f"the Prefect API at {url} is not reachable: {reason}")
+
+
+async def ensure_work_pool(
+    client: PrefectClient, pool_name: str, pool_type: str, queue_names
+) -> list[str]:
+    """Create the work pool (with its type's base job template) and queues if missing.
+
+    One line per item: created or unchanged. An existing pool is left as it is.
+    """
+    lines = []
+    try:
+        pool = await client.read_work_pool(pool_name)
+        status = "unchanged"
+        if pool.type != pool_type:
+            status += f" (its type {pool.type} is kept: not {pool_type})"
+    except ObjectNotFound:
+        template = await get_default_base_job_template_for_infrastructure_type(
+            pool_type
+        )
+        if template is None:
+            raise UserError(
+                f"work pool type {pool_type!r} is unknown here; install its worker "
+                "package (prefect-docker for docker) or set FLOWS_WORK_POOL_TYPE"
+            ) from None
+        pool = WorkPoolCreate(
+            name=pool_name, type=pool_type, base_job_template=template
+        )
+        try:
+            await client.create_work_pool(pool)
+            status = "created"
+        except ObjectAlreadyExists:
+            status = "unchanged"  # created by a concurrent deploy: what we wanted
+    lines.append(f"work pool {pool_name} ({pool_type}): {status}")
+    for queue_name in queue_names:
+        try:
+            await client.create_work_queue(name=queue_name, work_pool_name=pool_name)
+            status = "created"
+        except ObjectAlreadyExists:
+            status = "unchanged"
+        lines.append(f"work queue {pool_name}/{queue_name}: {status}")
+    return lines
+
+
+def job_variables(plan: DeploymentPlan, storage_needs: dict) -> dict:
+    """What the worker needs: for Docker, the image and what the storage asks for."""
+    if plan.work_pool_type != "docker":
+        return {}
+    return {"image": plan.image, **storage_needs}
+
+
+def schedules(plan: DeploymentPlan, paused: bool) -> list[DeploymentScheduleCreate]:
+    """The plan's cron schedule (none on dev), inactive when the deployment is paused."""
+    if plan.schedule is None:
+        return []
+    cron = CronSchedule(cron=plan.schedule["cron"], timezone=plan.schedule["timezone"])
+    return [DeploymentScheduleCreate(schedule=cron, active=not paused)]
+
+
+async def read_deployment(client: PrefectClient, plan: DeploymentPlan):
+    """The registered deployment of this plan, or None."""
+    try:
+        return await client.read_deployment_by_name(f"{plan.flow}/{plan.name}")
+    except ObjectNotFound:
+        return None
+
+
+def is_paused(deployment) -> bool:
+    """Whether a person paused the deployment or one of its schedules."""
+    return bool(deployment.paused) or any(
+        not schedule.active for schedule in deployment.schedules or []
+    )
+
+
+async def register_deployment(  # pylint: disable=too-many-arguments
+    client: PrefectClient,
+    plan: DeploymentPlan,
+    flow,
+    *,
+    pull_steps: list[dict],
+    storage_needs: dict,
+    paused: bool,
+) -> UUID:
+    """Create or update the deployment in one API call."""
+    flow_id = await client.create_flow_from_name(flow.name)
+    return await client.create_deployment(
+        flow_id=flow_id,
+        name=plan.name,
+        version=plan.commit[:12],
+        description=plan.description,
+        work_pool_name=plan.work_pool,
+        work_queue_name=plan.work_queue,
+        tags=plan.tags,
+        entrypoint=plan.entrypoint,
+        parameters=plan.parameters,
+        schedules=schedules(plan, paused),
+        paused=paused,
+        parameter_openapi_schema=parameter_schema(flow).dict(),
+        enforce_parameter_schema=True,
+        pull_steps=pull_steps,
+        job_variables=job_variables(plan, storage_needs),
+    )
+
+
+async def delete_deployment(plan: DeploymentPlan, branch_prefix: str):
+    """Delete the plan's deployment; (whether it existed, names left on its branch)."""
+    async with get_client() as client:
+        existing = await read_deployment(client, plan)
+        if existing is not None:
+            await client.delete_deployment(existing.id)
+        return existing is not None, await names_starting_with(client, branch_prefix)
+
+
+async def names_starting_with(client: PrefectClient, prefix: str, tags=None) -> list:
+    """Deployments whose name starts with `prefix` (and that carry `tags`)."""
+    deployments = await client.read_deployments(
+        deployment_filter=DeploymentFilter(
+            name=DeploymentFilterName(like_=prefix),
+            tags=DeploymentFilterTags(all_=tags) if tags else None,
+        )
+    )
+    # `like_` matches anywhere in the name: keep the exact prefix only.
+    return [d for d in deployments if d.name.startswith(prefix)]
+
+
+async def block_exists(client: PrefectClient, name: str, type_slug: str) -> bool:
+    """Whether the workspace has the block `type_slug/name`."""
+    try:
+        await client.read_block_document_by_name(name, type_slug, include_secrets=False)
+    except ObjectNotFound:
+        return False
+    return True
+
+
+async def delete_block(name: str, type_slug: str) -> None:
+    """Delete the block `type_slug/name` if it exists."""
+    async with get_client() as client:
+        try:
+            block = await client.read_block_document_by_name(
+                name, type_slug, include_secrets=False
+            )
+        except ObjectNotFound:
+            return
+        await client.delete_block_document(block.id)
+
+
+def deployment_ui_url(deployment_id: UUID) -> str | None:
+    """Where a person sees the deployment, when the API has a UI."""
+    ui_url = PREFECT_UI_URL.value()
+    return f"{ui_url}/deployments/deployment/{deployment_id}" if ui_url else None

@@ -1,0 +1,288 @@
+"""Flow storage: the copies of flows/ that deployments' runs pull.
+
+Each deploy writes a copy of its own below the branch's place (`main/{repo}/{copy}/`,
+`dev/{repo}/{branch}/{copy}/`), its manifest last. A block per branch points at the
+current copy, and every run's pull step reads it as the run starts. The block is
+switched to the new copy only once the deployment is registered, and the copy it
+pointed at is removed after that: a starting run fetches the old copy or the new one,
+never a mix. The pull then checks the fetched files against the manifest, so a run
+that was still fetching the old copy as it was removed fails at once instead of running
+with files missing.
+
+A folder here (the embedded default, or a share the workers mount); s3:// in
+object_storage.py; stores.py picks one from the storage root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Awaitable, Callable, Iterator
+
+from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem as LocalFiles
+from prefect.blocks.core import Block
+from prefect.client.orchestration import PrefectClient
+from prefect.exceptions import ObjectNotFound
+from prefect.filesystems import LocalFileSystem
+
+from toolkit.deployer import prefect_api
+from toolkit.deployer.errors import UserError
+from toolkit.deployer.settings import Settings
+
+# Written last into each copy; the run's pull checks every file against it.
+MANIFEST_NAME = ".flows-copy.sha256"
+# The check a run makes of the copy it fetched, in Python: every worker has it (the
+# image, a Linux or macOS laptop), while sha256sum is not everywhere.
+_CHECK_COPY = (
+    "import hashlib, pathlib, sys; "
+    "lines = pathlib.Path(sys.argv[1]).read_text().splitlines(); "
+    "bad = [n for d, n in (line.split('  ', 1) for line in lines) "
+    "if not pathlib.Path(n).is_file() "
+    "or hashlib.sha256(pathlib.Path(n).read_bytes()).hexdigest() != d]; "
+    "sys.exit('the fetched copy lacks or differs in: ' + ', '.join(bad) if bad else 0)"
+)
+VERIFY_STEP = {
+    "prefect.deployments.steps.run_shell_script": {
+        "script": f"python3 -c {shlex.quote(_CHECK_COPY)} {MANIFEST_NAME}",
+        # The folder the pull step before it reports.
+        "directory": "{{ directory }}",
+    }
+}
+
+Register = Callable[[list, dict], Awaitable]
+# Modes of a copy in a folder: readable by every user; folders and scripts runnable.
+_READABLE, _RUNNABLE, _EXECUTABLE = 0o644, 0o755, 0o111
+
+
+def new_copy_name(commit: str) -> str:
+    """A place of its own for one deploy's copy: sortable by time, naming the commit."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{commit[:12]}-{secrets.token_hex(3)}"
+
+
+def manifest_of(contents: dict[str, bytes]) -> bytes:
+    """`sha256sum`-style lines, `<hex digest>  <relative path>`, of the copy's files."""
+    return "".join(
+        f"{hashlib.sha256(data).hexdigest()}  {name}\n"
+        for name, data in contents.items()
+    ).encode()
+
+
+class VersionedCopies:
+    """One copy of flows/ per deploy and a block pointing at the current one.
+
+    Subclasses say where the copies live: how to reach the store, the block type
+    that points, the pull step, and what a Docker worker needs to see the copy.
+    """
+
+    pointer_type = ""
+    # What the store's client raises on a failure worth one line to the person.
+    failures: tuple[type[BaseException], ...] = (OSError, ValueError)
+
+    def __init__(self):
+        self._client: AbstractFileSystem | None = None
+
+    async def filesystem(self) -> AbstractFileSystem:
+        """A client of the store."""
+        raise NotImplementedError
+
+    def path_of(self, location: str) -> str:
+        """The store's own path of a location (a folder or a URL)."""
+        raise NotImplementedError
+
+    def pointer_to(self, copy: str) -> Block:
+        """The unsaved block that points at `copy`."""
+        raise NotImplementedError
+
+    async def fetch_step(self, client: PrefectClient, block_name: str) -> dict:
+        """The pull step that fetches the copy the block points at."""
+        raise NotImplementedError
+
+    def storage_needs(self) -> dict:
+        """Job variables a Docker worker needs to read the copies."""
+        return {}
+
+    async def connected(self) -> AbstractFileSystem:
+        """The store's client, made once per command (credentials looked up once)."""
+        if self._client is None:
+            self._client = await self.filesystem()
+        return self._client
+
+    async def check(self) -> None:
+        """Refuse, before anything is changed, a store that cannot take the copy."""
+        await self.connected()
+
+    @contextlib.contextmanager
+    def store_errors(self, doing: str) -> Iterator[None]:
+        """A failure of the store as one line: what was being done, and why."""
+        try:
+            yield
+        except self.failures as error:
+            detail = " ".join(str(error).split()) or type(error).__name__
+            raise UserError(f"{doing} failed: {detail}") from error
+
+    async def current_copy(self, client: PrefectClient, block_name: str) -> str | None:
+        """Where the copy the branch's block points at lives, if any."""
+        try:
+            document = await client.read_block_document_by_name(
+                block_name, self.pointer_type
+            )
+        except ObjectNotFound:
+            return None
+        return document.data.get("basepath")
+
+    async def publish(  # pylint: disable=too-many-arguments
+        self,
+        client: PrefectClient,
+        plan,
+        flows_dir: Path,
+        register: Register,
+    ):
+        """Write a new copy, register, point the block at it, remove the old copy.
+
+        After check(): the store was found fit before anything else was changed.
+        """
+        filesystem = await self.connected()
+        old_copy = await self.current_copy(client, plan.storage_block)
+        new_copy = f"{plan.storage}/{new_copy_name(plan.commit)}"
+        pointer = self.pointer_to(new_copy)
+        try:
+            self._write_copy(filesystem, flows_dir, plan.files, new_copy)
+            if old_copy is None:  # a first deploy: runs need the block from the start
+                await pointer.save(plan.storage_block, overwrite=True)
+            steps = [await self.fetch_step(client, plan.storage_block), VERIFY_STEP]
+            deployment_id = await register(steps, self.storage_needs())
+        except BaseException:
+            # Put back what was: the failure itself is what the person needs to see.
+            with contextlib.suppress(Exception):
+                self._remove(filesystem, new_copy)
+            if old_copy is None:
+                with contextlib.suppress(Exception):
+                    await prefect_api.delete_block(
+                        plan.storage_block, self.pointer_type
+                    )
+            raise
+        if old_copy is not None:
+            try:
+                await pointer.save(plan.storage_block, overwrite=True)
+            except Exception as error:  # registered: keep both copies, say what to do
+                raise UserError(
+                    f"{plan.name} is registered but its runs still fetch the previous "
+                    f"copy ({type(error).__name__}: pointing the block {plan.storage_block} "
+                    "failed): run deploy again"
+                ) from error
+            self._remove_old_copy(filesystem, old_copy, plan.storage, new_copy)
+        return deployment_id, new_copy
+
+    def _write_copy(self, filesystem, flows_dir: Path, files: list[str], copy: str):
+        """Each file, then the manifest of the very bytes written."""
+        target = self.path_of(copy)
+        # Read once: a file saved during the deploy cannot differ from its checksum.
+        contents = {name: (flows_dir / name).read_bytes() for name in files}
+        with self.store_errors(f"copying flows/ to {copy}"):
+            filesystem.pipe(
+                {f"{target}/{name}": data for name, data in contents.items()}
+            )
+            self.after_copy(flows_dir, files, target)
+            # Last: a copy with its manifest is a whole copy.
+            filesystem.pipe(f"{target}/{MANIFEST_NAME}", manifest_of(contents))
+
+    def after_copy(self, flows_dir: Path, files: list[str], target: str) -> None:
+        """What the store needs once the files are written: nothing by default."""
+
+    def _remove_old_copy(self, filesystem, old_copy: str, storage: str, new_copy: str):
+        # Only a copy of this branch's own: never what an edited block points at.
+        if not old_copy.startswith(f"{storage}/") or old_copy == new_copy:
+            return
+        try:
+            with self.store_errors(f"removing the old copy {old_copy}"):
+                self._remove(filesystem, old_copy)
+        except UserError as error:
+            print(f"warning: {error}; remove it by hand", file=sys.stderr)
+
+    async def stored_files(self, client: PrefectClient, plan) -> set[str]:
+        """The files of flows/ in the copy the branch's runs pull now."""
+        current = await self.current_copy(client, plan.storage_block)
+        if current is None:
+            return set()
+        filesystem = await self.connected()
+        prefix = self.path_of(current) + "/"
+        with self.store_errors(f"listing {current}"):
+            paths = filesystem.find(self.path_of(current))
+        return {
+            path[len(prefix) :]
+            for path in paths
+            if path.startswith(prefix) and path != prefix + MANIFEST_NAME
+        }
+
+    async def remove(self, location: str, block_name: str) -> None:
+        """Remove every copy of a branch and the block that points at them."""
+        filesystem = await self.connected()
+        with self.store_errors(f"removing {location}"):
+            self._remove(filesystem, location)
+        await prefect_api.delete_block(block_name, self.pointer_type)
+
+    def _remove(self, filesystem: AbstractFileSystem, location: str) -> None:
+        """Remove everything below `location`; anything left behind is an error."""
+        path = self.path_of(location)
+        try:
+            filesystem.rm(path, recursive=True)
+        except FileNotFoundError:
+            return
+        # Some stores report no failure of a single object in a bulk delete.
+        if filesystem.exists(path) and filesystem.find(path):
+            raise OSError(f"{path} was not removed entirely")
+
+
+class LocalStorage(VersionedCopies):
+    """Copies in a folder the workers can read (a Docker worker mounts it)."""
+
+    pointer_type = "local-file-system"
+
+    def __init__(self, settings: Settings):
+        super().__init__()
+        self.root = settings.storage_path
+
+    async def filesystem(self) -> AbstractFileSystem:
+        """The local disk, making folders as files are written."""
+        return LocalFiles(auto_mkdir=True)
+
+    def path_of(self, location: str) -> str:
+        """A folder is its own path."""
+        return location
+
+    def after_copy(self, flows_dir: Path, files: list[str], target: str) -> None:
+        """Readable by every user, as a checkout is (a Docker worker runs as another
+        user); a file executable in flows/ stays executable."""
+        folders = set()
+        for name in files:
+            executable = (flows_dir / name).stat().st_mode & _EXECUTABLE
+            os.chmod(Path(target, name), _RUNNABLE if executable else _READABLE)
+            folders.update(Path(target, parent) for parent in Path(name).parents)
+        for folder in folders:  # `parents` ends with ".": the copy's own folder
+            os.chmod(folder, _RUNNABLE)
+
+    def pointer_to(self, copy: str) -> Block:
+        """A LocalFileSystem block whose folder is the copy."""
+        return LocalFileSystem(basepath=copy)
+
+    async def fetch_step(self, client: PrefectClient, block_name: str) -> dict:
+        """Copy the block's folder into the run's working directory."""
+        del client  # nothing to look up
+        return {
+            "prefect.deployments.steps.pull_with_block": {
+                "block_document_name": block_name,
+                "block_type_slug": self.pointer_type,
+            }
+        }
+
+    def storage_needs(self) -> dict:
+        """A Docker worker's container sees the folder at the same path, read-only."""
+        return {"volumes": [f"{self.root}:{self.root}:ro"]}

@@ -1,0 +1,247 @@
+"""Fixtures shared by the toolkit's tests: a real Prefect API, servers, git checkouts.
+
+The checkouts hold the template's files and the toolkit's own fixture flow
+(fixture_flows/), never the example: that is the team's, and a copy deletes it.
+
+A test whose service cannot be started is skipped with the reason, unless
+REQUIRE_SERVICES=1 (set by .ci/run and GitHub Actions): then it fails.
+"""
+
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# Prefect reads its settings when first imported: keep the tests' Prefect state out of
+# the user's ~/.prefect before anything imports it.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="flows-tests-prefect-home-")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+# pylint: disable=wrong-import-position,wrong-import-order,redefined-outer-name
+import pytest
+
+import local_prefect
+import services
+from fixture_checkout import FIXTURE_FLOWS_DIR, REPOSITORY_DIR, lay_out_flows
+from services import free_port
+from toolkit.deployer.plan import write_default_ignore_file
+
+# The fixture flow's modules import as the team's do in a copy (flows/ is on the path).
+sys.path.append(str(FIXTURE_FLOWS_DIR))
+REPO_NAME = "acme-data-flows-demo"
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Flow Tester",
+    "GIT_AUTHOR_EMAIL": "tester@example.invalid",
+    "GIT_COMMITTER_NAME": "Flow Tester",
+    "GIT_COMMITTER_EMAIL": "tester@example.invalid",
+}
+
+
+def service_unavailable(reason: str):
+    """Skip the test, or fail it where services are required."""
+    if os.environ.get("REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required service unavailable: {reason}")
+    pytest.skip(reason)
+
+
+def serve(start_server):
+    """Yield the server `start_server()` starts, or skip/fail when it cannot start."""
+    try:
+        with start_server() as server:
+            yield server
+    except services.ServiceUnavailable as error:
+        service_unavailable(str(error))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL on 127.0.0.1 for the whole session."""
+    yield from serve(services.running_postgres)
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    """A real OpenSSH sshd on 127.0.0.1 for the whole session (tests must not kill it)."""
+    yield from serve(services.running_sshd)
+
+
+@pytest.fixture
+def own_sshd():
+    """A real sshd of this test's own, which it may kill and restart."""
+    yield from serve(services.running_sshd)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3-compatible server on 127.0.0.1 for the whole session."""
+    yield from serve(services.running_s3_server)
+
+
+@dataclass
+class S3Bucket:
+    """A bucket of the test's own, the storage root in it, and the key of its block."""
+
+    endpoint_url: str
+    bucket: str
+    root: str
+    credentials_block: str
+    access_key_id: str
+    secret_access_key: str
+
+    def filesystem(self):
+        """An s3fs client of the server that never answers from a cache."""
+        # pylint: disable-next=import-outside-toplevel
+        import s3fs
+
+        return s3fs.S3FileSystem(
+            key=self.access_key_id,
+            secret=self.secret_access_key,
+            client_kwargs={"endpoint_url": self.endpoint_url},
+            skip_instance_cache=True,
+            use_listings_cache=False,
+        )
+
+    def keys(self, below: str = "") -> list[str]:
+        """Every object key below `root/below`, relative to the root, sorted."""
+        prefix = f"{self.root.removeprefix('s3://')}/"
+        found = self.filesystem().find(prefix + below)
+        return sorted(key.removeprefix(prefix) for key in found)
+
+
+def without_aws_credential_chain(monkeypatch) -> None:
+    """No AWS key from the environment, a profile or an instance role."""
+    for variable in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+    ):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def s3_bucket(s3_server, prefect_api_url, tmp_path, monkeypatch):
+    """FLOWS_STORAGE_ROOT in a fresh bucket; its key only in a saved credentials block.
+
+    The AWS credential chain is emptied, here and in the processes the test starts,
+    so the deployer and the workers can only use the block.
+    """
+    # pylint: disable-next=import-outside-toplevel
+    from toolkit.deployer.object_storage import S3Credentials
+
+    del prefect_api_url  # the block is saved on the session's server
+    suffix = tmp_path.name[-20:].lower().replace("_", "-")
+    bucket = S3Bucket(
+        endpoint_url=s3_server.endpoint_url,
+        bucket=f"flows-{suffix}",
+        root=f"s3://flows-{suffix}/prefect",
+        credentials_block=f"storage-{suffix}",
+        access_key_id=f"AKIATEST{secrets.token_hex(6).upper()}",
+        secret_access_key=f"secret-{secrets.token_urlsafe(24)}",
+    )
+    without_aws_credential_chain(monkeypatch)
+    monkeypatch.setenv("FLOWS_STORAGE_ROOT", bucket.root)
+    monkeypatch.setenv("FLOWS_S3_ENDPOINT_URL", bucket.endpoint_url)
+    monkeypatch.setenv("FLOWS_S3_CREDENTIALS_BLOCK", bucket.credentials_block)
+    bucket.filesystem().mkdir(bucket.bucket)
+    S3Credentials(
+        aws_access_key_id=bucket.access_key_id,
+        aws_secret_access_key=bucket.secret_access_key,
+    ).save(bucket.credentials_block, overwrite=True)
+    return bucket
+
+
+def sftp_connection_to(server, remote_dir: str, **overrides):
+    """An SftpConnection block (unsaved) to `server`, logging in with its client key."""
+    # pylint: disable-next=import-outside-toplevel
+    from prefect.blocks.system import Secret
+
+    # pylint: disable-next=import-outside-toplevel
+    from toolkit.sftp import SftpConnection
+
+    settings = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "username": server.user,
+        "private_key": Secret(value=server.client_key),
+        "known_hosts": server.known_hosts_line,
+        "remote_dir": remote_dir,
+        "timeout_seconds": 10,
+    }
+    return SftpConnection(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start` on 127.0.0.1, for the whole session."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    try:
+        process, url = local_prefect.start_server(home, free_port())
+    except (OSError, RuntimeError) as error:
+        service_unavailable(f"Prefect server: {error}")
+    yield url
+    if process is not None:
+        local_prefect.stop_process(process)
+
+
+@pytest.fixture
+def prefect_api_url(prefect_server, monkeypatch):
+    """PREFECT_API_URL pointed at the session's server, in this process and children."""
+    # pylint: disable-next=import-outside-toplevel
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        yield prefect_server
+
+
+@pytest.fixture(autouse=True)
+def deploy_environment(tmp_path, monkeypatch):
+    """Settings of the tests' own, and none of the CI's branch variables."""
+    for variable in ("GITHUB_ACTIONS", "GITHUB_HEAD_REF", "GITHUB_REF_NAME"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable in ("GITHUB_REPOSITORY", "FLOWS_REPO_NAME", "FLOWS_DOCKER_REGISTRY"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("FLOWS_STORAGE_ROOT", str(tmp_path / "storage"))
+    monkeypatch.setenv("FLOWS_WORK_POOL", f"pool-{tmp_path.name[-20:]}".lower())
+    monkeypatch.setenv("FLOWS_WORK_POOL_TYPE", "docker")
+    for name, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(name, value)
+
+
+def git(checkout: Path, *arguments: str) -> str:
+    """Run git in `checkout`, failing the test on error."""
+    completed = subprocess.run(
+        ["git", *arguments],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **GIT_IDENTITY},
+    )
+    return completed.stdout.strip()
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    """A clone of a bare origin holding flows/ with the fixture flow, on main, pushed."""
+    origin = tmp_path / "origin" / f"{REPO_NAME}.git"
+    origin.mkdir(parents=True)
+    git(origin, "init", "-q", "--bare", "-b", "main")
+    work = tmp_path / "work" / REPO_NAME
+    work.mkdir(parents=True)
+    git(work, "init", "-q", "-b", "main")
+    git(work, "remote", "add", "origin", str(origin))
+    lay_out_flows(work / "flows")
+    write_default_ignore_file(work)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "flows from the template")
+    git(work, "push", "-q", "origin", "main")
+    return work

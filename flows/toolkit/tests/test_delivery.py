@@ -1,0 +1,153 @@
+"""From a real PostgreSQL (or SQLite) to a real sshd (or a folder): exact files."""
+
+import datetime
+import os
+
+import pandas as pd
+import pytest
+from conftest import sftp_connection_to
+from sqlalchemy import create_engine, text
+
+from toolkit import database
+from toolkit import delivery
+
+CREATE_EVENTS = """
+CREATE TABLE events (
+    id integer, happened timestamp, amount numeric(8, 2), done boolean,
+    note text, day date
+)
+"""
+EVENTS = [
+    (1, "2024-01-01 08:00:00", "12.50", True, "plain", "2024-01-01"),
+    (2, "2024-01-02 09:30:15", "-3.25", False, 'comma, "quote"', "2024-01-02"),
+    (3, None, None, None, "", None),
+    (4, "2024-01-03 23:59:59", "0.10", True, None, "2024-01-03"),
+]
+EXPECTED_CHUNKED_CSV = (
+    "id,happened,amount,done,note,day,amount_in_cents\n"
+    '1,2024-01-01 08:00:00,12.5,true,"plain",2024-01-01,1250\n'
+    '2,2024-01-02 09:30:15,-3.25,false,"comma, ""quote""",2024-01-02,-325\n'
+    '3,,,,"",,\n'
+    "4,2024-01-03 23:59:59,0.1,true,,2024-01-03,10\n"
+)
+EXPECTED_COPY_CSV = (
+    "id,happened,amount,done,note,day\n"
+    "1,2024-01-01 08:00:00,12.50,t,plain,2024-01-01\n"
+    '2,2024-01-02 09:30:15,-3.25,f,"comma, ""quote""",2024-01-02\n'
+    '3,,,,"",\n'
+    "4,2024-01-03 23:59:59,0.10,t,,2024-01-03\n"
+)
+QUERY = "SELECT * FROM events WHERE id <= :last ORDER BY id"
+
+
+@pytest.fixture
+def events_database(postgres):
+    """A table of awkward values in a database of this test's own."""
+    admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql("DROP DATABASE IF EXISTS events_test")
+        connection.exec_driver_sql("CREATE DATABASE events_test")
+    admin.dispose()
+    engine = create_engine(postgres.url(database="events_test"))
+    with engine.begin() as connection:
+        connection.execute(text(CREATE_EVENTS))
+        connection.execute(
+            text("INSERT INTO events VALUES (:i, :h, :a, :d, :n, :y)"),
+            [dict(zip("ihadny", row)) for row in EVENTS],
+        )
+    yield engine
+    engine.dispose()
+
+
+def add_cents(frame: pd.DataFrame) -> pd.DataFrame:
+    """A row-wise shaping step, as users write them."""
+    return frame.assign(amount_in_cents=(frame["amount"] * 100).round().astype("Int64"))
+
+
+def test_postgres_types_arrive_as_pandas_types(events_database):
+    """Integers, timestamps, numerics, booleans, dates; NULL is missing, '' is ''."""
+    [frame] = list(database.iterate_query_frames(events_database, QUERY, {"last": 4}))
+    assert frame["id"].dtype == "int64"
+    assert frame["happened"].iloc[1] == pd.Timestamp("2024-01-02 09:30:15")
+    assert frame["amount"].tolist()[:2] == [12.5, -3.25]
+    assert frame["done"].tolist()[:2] == [True, False]
+    assert frame["day"].iloc[0] == datetime.date(2024, 1, 1)
+    assert frame["note"].iloc[2] == "" and frame["note"].iloc[3] is None
+
+
+def test_chunked_delivery_over_sftp_is_exact(events_database, sshd, tmp_path):
+    """Shaped chunk by chunk, delivered as one CSV with one header."""
+    sink = delivery.SftpSink(sftp_connection_to(sshd, str(tmp_path / "partner")))
+    report = delivery.deliver_query_in_chunks.fn(
+        events_database,
+        QUERY,
+        sink,
+        "events.csv",
+        parameters={"last": 4},
+        transform=add_cents,
+        chunk_rows=3,
+    )
+    delivered = (tmp_path / "partner" / "events.csv").read_text()
+    assert delivered == EXPECTED_CHUNKED_CSV
+    assert (report.rows, report.bytes) == (4, len(EXPECTED_CHUNKED_CSV))
+
+
+def test_fast_path_over_sftp_is_the_databases_own_csv(events_database, sshd, tmp_path):
+    """No DataFrame: PostgreSQL's COPY output, byte for byte, at the final name."""
+    sink = delivery.SftpSink(sftp_connection_to(sshd, str(tmp_path / "partner")))
+    report = delivery.deliver_query_as_is.fn(
+        events_database, QUERY, sink, "events.csv", parameters={"last": 4}
+    )
+    assert (tmp_path / "partner" / "events.csv").read_text() == EXPECTED_COPY_CSV
+    assert report.rows == 4
+    assert report.location.startswith(f"sftp://{sshd.user}@127.0.0.1:{sshd.port}/")
+
+
+def test_sqlite_chunks_into_a_local_folder(tmp_path):
+    """The generic path (no COPY) writes the same kind of file to a folder."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'small.sqlite'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (id INTEGER, name TEXT)"))
+        connection.execute(
+            text("INSERT INTO t VALUES (:i, :n)"),
+            [{"i": i, "n": f"n{i}"} for i in range(5)],
+        )
+    sink = delivery.LocalFolderSink(str(tmp_path / "out"))
+    delivery.deliver_query_in_chunks.fn(
+        engine, "SELECT * FROM t ORDER BY id", sink, "t.csv", chunk_rows=2
+    )
+    expected = "id,name\n" + "".join(f'{i},"n{i}"\n' for i in range(5))
+    assert (tmp_path / "out" / "t.csv").read_text() == expected
+
+
+@pytest.mark.parametrize("sink_kind", ["local", "sftp"])
+def test_failure_mid_stream_leaves_no_file(
+    events_database, sink_kind, tmp_path, request
+):
+    """A transform that fails on the second chunk: nothing at the final name."""
+    folder = tmp_path / "partner"
+    if sink_kind == "local":
+        sink = delivery.LocalFolderSink(str(folder))
+    else:
+        sshd = request.getfixturevalue("sshd")
+        sink = delivery.SftpSink(sftp_connection_to(sshd, str(folder)))
+    calls = []
+
+    def fail_on_second_chunk(frame):
+        calls.append(len(frame))
+        if len(calls) == 2:
+            raise ValueError("bad row")
+        return frame
+
+    with pytest.raises(ValueError, match="bad row"):
+        delivery.deliver_query_in_chunks.fn(
+            events_database,
+            QUERY,
+            sink,
+            "events.csv",
+            parameters={"last": 4},
+            transform=fail_on_second_chunk,
+            chunk_rows=2,
+        )
+    assert calls == [2, 2]
+    assert not folder.exists() or os.listdir(folder) == []

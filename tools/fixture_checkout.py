@@ -1,0 +1,22 @@
+"""flows/ as a team's copy of the template has it, for the toolkit's tests and benchmarks:
+the template's util.py and toolkit, and the toolkit's own fixture flow as the team's
+files. Never the example: that is the team's, and the first thing a copy deletes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+REPOSITORY_DIR = Path(__file__).resolve().parents[1]
+TOOLKIT_DIR = REPOSITORY_DIR / "flows" / "toolkit"
+FIXTURE_FLOWS_DIR = TOOLKIT_DIR / "tests" / "fixture_flows"
+FIXTURE_FLOW = ("fixture_flow.py", "fixture_flow")
+CACHES = shutil.ignore_patterns("__pycache__", ".pytest_cache", "output")
+
+
+def lay_out_flows(flows: Path) -> None:
+    """Fill the folder `flows` with util.py, the toolkit and the fixture flow."""
+    shutil.copytree(TOOLKIT_DIR, flows / "toolkit", ignore=CACHES)
+    shutil.copy(REPOSITORY_DIR / "flows" / "util.py", flows / "util.py")
+    shutil.copytree(FIXTURE_FLOWS_DIR, flows, ignore=CACHES, dirs_exist_ok=True)
