@@ -1,268 +1,65 @@
-"""Template releases: who owns which file, the release record, and upgrading a copy.
+"""The template's release commands: `release`, `upgrade` and `template-changed`.
 
-A copy of the template ("Use this template") holds the template's files and the
-team's; flows/toolkit/template-paths.txt says which are which. A release records the
-checksum of every template file in flows/toolkit/release.json, so `upgrade` can tell
-whether a copy changed a template file before it replaces the template's files with a
-newer release's, leaving the team's byte for byte as they were.
-
-Standard library and the git command only: this runs in CI before anything else is
-installed.
+`release` records a release of the template (release_record.py); `upgrade` replaces a
+copy's template files with a newer release's, all or nothing, and leaves the team's
+byte for byte as they were; `template-changed` tells CI whether a pull request touches
+the template's files. Standard library and the git command only: this runs in CI
+before anything else is installed.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 import stat
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.deployer.errors import UserError
+from toolkit.ownership import (
+    Ownership,
+    git,
+    git_succeeds,
+    open_repository,
+    read_file,
+    read_ownership,
+)
+from toolkit.release_record import (
+    CHANGELOG_FILE,
+    RECORD_FILE,
+    Release,
+    TemplateFile,
+    changelog_between,
+    changelog_entries,
+    fetch_release,
+    parse_version,
+    read_record,
+    record_text,
+    template_checksums,
+)
 
-PATHS_FILE = "flows/toolkit/template-paths.txt"
-RECORD_FILE = "flows/toolkit/release.json"
-CHANGELOG_FILE = "flows/toolkit/CHANGELOG.md"
-VERSION_PATTERN = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
-_CHANGELOG_HEADING = re.compile(r"^## (v\d+\.\d+\.\d+)(?:\s|$)")
-_SECTIONS = {"[template]": "template", "[team]": "team"}
 _EXECUTABLE_MODE = "100755"
 _SYMLINK_MODE = "120000"
-
-
-# --- ownership -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Ownership:
-    """The [template] and [team] lines of a template-paths.txt."""
-
-    template: tuple[str, ...]
-    team: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, text: str, source: str = PATHS_FILE) -> Ownership:
-        """Read the lines of each section; anything outside a section is a mistake."""
-        lines: dict[str, list[str]] = {"template": [], "team": []}
-        section = None
-        for number, raw_line in enumerate(text.splitlines(), start=1):
-            line = raw_line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            if line.startswith("["):
-                section = _SECTIONS.get(line)
-                if section is None:
-                    raise UserError(
-                        f"{source} line {number}: unknown section {line}; "
-                        "use [template] or [team]"
-                    )
-            elif section is None:
-                raise UserError(
-                    f"{source} line {number}: {line} is in no section; "
-                    "put it below [template] or [team]"
-                )
-            else:
-                lines[section].append(line.removeprefix("./"))
-        return cls(tuple(lines["template"]), tuple(lines["team"]))
-
-    def owner_of(self, path: str) -> str | None:
-        """ "template", "team", or None when no line names the path."""
-        if any(_names(line, path) for line in self.template):
-            return "template"
-        if any(_names(line, path) for line in self.team):
-            return "team"
-        return None
-
-
-def _names(line: str, path: str) -> bool:
-    return path.startswith(line) if line.endswith("/") else path == line
-
-
-def read_ownership(top_level: Path) -> Ownership:
-    """The ownership a repository's own template-paths.txt declares."""
-    path = Path(top_level) / PATHS_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as error:
-        raise UserError(
-            f"{PATHS_FILE} is missing: restore it from the template's release"
-        ) from error
-    return Ownership.parse(text)
-
-
-def repository_files(top_level: Path) -> list[str]:
-    """Tracked files plus untracked ones git does not ignore, sorted."""
-    output = _git(
-        top_level,
-        "ls-files",
-        "-z",
-        "--cached",
-        "--others",
-        "--exclude-standard",
-        what="cannot list the files of the repository",
-    )
-    return sorted({path for path in output.split("\0") if path})
-
-
-def unowned_files(top_level: Path) -> list[str]:
-    """The repository's files that template-paths.txt gives to nobody."""
-    ownership = read_ownership(top_level)
-    return [
-        path for path in repository_files(top_level) if ownership.owner_of(path) is None
-    ]
-
-
-# --- git and files ---------------------------------------------------------------
-
-
-def _run_git(cwd: Path, args: list[str], what: str, stdin: bytes = b"") -> bytes:
-    try:
-        completed = subprocess.run(
-            ["git", *args], cwd=cwd, input=stdin, capture_output=True, check=False
-        )
-    except FileNotFoundError as error:
-        raise UserError("git is not installed: install git and run again") from error
-    if completed.returncode != 0:
-        raise UserError(f"{what}: {_first_line(completed.stderr)}")
-    return completed.stdout
-
-
-def _git(cwd: Path, *args: str, what: str) -> str:
-    return _run_git(cwd, list(args), what).decode("utf-8", "surrogateescape")
-
-
-def _git_succeeds(cwd: Path, *args: str) -> bool:
-    try:
-        _git(cwd, *args, what="")
-    except UserError:
-        return False
-    return True
-
-
-def _first_line(stderr: bytes) -> str:
-    for line in stderr.decode("utf-8", "replace").splitlines():
-        line = line.strip()
-        if line:
-            return line.removeprefix("fatal: ").removeprefix("error: ")
-    return "git failed without saying why"
-
-
-def _require_repository(top_level: Path) -> None:
-    _git(
-        top_level,
-        "rev-parse",
-        "--git-dir",
-        what=f"{top_level} is not a git repository; run this in a clone of it",
-    )
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _read_file(path: Path) -> bytes | None:
-    """The bytes git would store for the file (a link's target), None if absent."""
-    if path.is_symlink():
-        return os.fsencode(os.readlink(path))
-    if not path.is_file():
-        return None
-    return path.read_bytes()
-
-
-def template_checksums(top_level: Path, ownership: Ownership) -> dict[str, str]:
-    """The checksum of every template file of the repository but the record itself."""
-    checksums = {}
-    for path in repository_files(top_level):
-        if path == RECORD_FILE or ownership.owner_of(path) != "template":
-            continue
-        data = _read_file(Path(top_level) / path)
-        if data is not None:
-            checksums[path] = _digest(data)
-    return checksums
-
-
-# --- versions, record and changelog ------------------------------------------------
-
-
-def parse_version(version: str) -> tuple[int, int, int]:
-    """(major, minor, patch) of a "vX.Y.Z" string."""
-    match = VERSION_PATTERN.match(version)
-    if match is None:
-        raise UserError(f"{version!r} is not a release version: write it as vX.Y.Z")
-    major, minor, patch = (int(part) for part in match.groups())
-    return major, minor, patch
-
-
-def read_record(top_level: Path) -> dict | None:
-    """The repository's release.json, or None when it has none."""
-    try:
-        text = (Path(top_level) / RECORD_FILE).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    return _parse_record(text, RECORD_FILE)
-
-
-def _parse_record(text: str, source: str) -> dict:
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UserError(
-            f"{source} is not valid JSON ({error.msg}, line {error.lineno}); "
-            "restore it from the template's release"
-        ) from error
-    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
-        raise UserError(
-            f"{source} has no files; restore it from the template's release"
-        )
-    parse_version(str(record.get("version")))
-    return record
-
-
-def _record_text(version: str, template_url: str, files: dict[str, str]) -> str:
-    record = {"version": version, "template_url": template_url, "files": files}
-    return json.dumps(record, indent=2, sort_keys=True) + "\n"
-
-
-def changelog_entries(text: str) -> dict[str, str]:
-    """Each `## vX.Y.Z ...` entry of a changelog, heading and bullets, by version."""
-    entries: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in text.splitlines():
-        match = _CHANGELOG_HEADING.match(line)
-        if match:
-            current = entries.setdefault(match.group(1), [])
-            current.append(line)
-        elif line.startswith("#") and not line.startswith("###"):
-            current = None
-        elif current is not None:
-            current.append(line)
-    return {version: "\n".join(lines).strip() for version, lines in entries.items()}
-
 
 # --- cut_release -----------------------------------------------------------------
 
 
 def cut_release(top_level: Path, version: str) -> None:
     """Record the template files' checksums as `version`, commit and tag it."""
-    top_level = Path(top_level).resolve()
-    _require_repository(top_level)
+    top_level = open_repository(top_level)
     _check_release_allowed(top_level, version)
     ownership = read_ownership(top_level)
     record_path = top_level / RECORD_FILE
-    before = _read_file(record_path)
-    head = _git(top_level, "rev-parse", "HEAD", what="cannot read HEAD").strip()
+    before = read_file(record_path)
+    head = git(top_level, "rev-parse", "HEAD", what="cannot read HEAD").strip()
     checksums = template_checksums(top_level, ownership)
     record_path.write_text(
-        _record_text(version, _own_url(top_level), checksums), encoding="utf-8"
+        record_text(version, _own_url(top_level), checksums), encoding="utf-8"
     )
     try:
-        _git(top_level, "add", "--", RECORD_FILE, what="cannot stage the record")
-        _git(
+        git(top_level, "add", "--", RECORD_FILE, what="cannot stage the record")
+        git(
             top_level,
             "commit",
             "-q",
@@ -272,7 +69,7 @@ def cut_release(top_level: Path, version: str) -> None:
             RECORD_FILE,
             what=f"cannot commit {version}",
         )
-        _git(
+        git(
             top_level,
             "tag",
             "-a",
@@ -293,7 +90,7 @@ def cut_release(top_level: Path, version: str) -> None:
 def _check_release_allowed(top_level: Path, version: str) -> None:
     """Every reason to refuse a release, checked before anything changes."""
     wanted = parse_version(version)
-    if not _git_succeeds(top_level, "rev-parse", "-q", "--verify", "HEAD"):
+    if not _has_ref(top_level, "HEAD"):
         raise UserError("the repository has no commit yet: commit the template first")
     record = read_record(top_level)
     if record is not None and wanted <= parse_version(record["version"]):
@@ -308,18 +105,22 @@ def _check_release_allowed(top_level: Path, version: str) -> None:
             f"{CHANGELOG_FILE} has no '## {version}' heading: "
             "write its CHANGELOG entry first"
         )
-    if _git_succeeds(top_level, "rev-parse", "-q", "--verify", f"refs/tags/{version}"):
+    if _has_ref(top_level, f"refs/tags/{version}"):
         raise UserError(f"tag {version} exists already: choose another version")
-    status = _git(top_level, "status", "--porcelain", what="cannot read git status")
+    status = git(top_level, "status", "--porcelain", what="cannot read git status")
     if status.strip():
         raise UserError(
             "the working tree has uncommitted changes: commit or remove them first"
         )
 
 
+def _has_ref(top_level: Path, ref: str) -> bool:
+    return git_succeeds(top_level, "rev-parse", "-q", "--verify", ref)
+
+
 def _own_url(top_level: Path) -> str:
     try:
-        url = _git(top_level, "remote", "get-url", "origin", what="").strip()
+        url = git(top_level, "remote", "get-url", "origin", what="").strip()
     except UserError:
         url = ""
     return url or str(top_level)
@@ -330,152 +131,11 @@ def _undo_release(
 ) -> None:
     """Take back the commit (if made) and the record: a failed release leaves no trace."""
     # A clean tree was required, so HEAD's index is exactly what to go back to.
-    _git(top_level, "reset", "-q", head, what="cannot undo the release commit")
+    git(top_level, "reset", "-q", head, what="cannot undo the release commit")
     if before is None:
         record_path.unlink(missing_ok=True)
     else:
         record_path.write_bytes(before)
-
-
-# --- fetching a release ----------------------------------------------------------
-
-
-@dataclass
-class TemplateFile:
-    """One file of a release: its bytes and git mode."""
-
-    data: bytes
-    mode: str
-
-
-@dataclass
-class Release:
-    """What a release tag of the template holds."""
-
-    tag: str
-    version: str
-    ownership: Ownership
-    files: dict[str, TemplateFile]
-    changelog: str = ""
-
-
-def _resolve_source(source: str | None, record: dict | None) -> str:
-    if not source:
-        source = (record or {}).get("template_url") or ""
-        if not source:
-            raise UserError(
-                f"{RECORD_FILE} records no template URL: "
-                "pass --from URL (the template repository)"
-            )
-    if source.startswith("-"):
-        raise UserError(f"--from {source}: a URL or path cannot start with '-'")
-    local = Path(source).expanduser()
-    # A relative path must keep meaning the same folder once git runs elsewhere.
-    return str(local.resolve()) if local.exists() else source
-
-
-def _release_tags(source: str, scratch: Path) -> list[str]:
-    output = _git(
-        scratch,
-        "ls-remote",
-        "--tags",
-        source,
-        what=f"cannot read the template at {source}; check --from",
-    )
-    names = {line.split("\t", 1)[-1] for line in output.splitlines() if "\t" in line}
-    tags = {name.removeprefix("refs/tags/").removesuffix("^{}") for name in names}
-    return sorted(tags)
-
-
-def _choose_tag(source: str, tag: str | None, scratch: Path) -> str:
-    tags = _release_tags(source, scratch)
-    versions = [name for name in tags if VERSION_PATTERN.match(name)]
-    if tag is None:
-        if not versions:
-            raise UserError(f"{source} has no vX.Y.Z release tag: pass --to TAG")
-        return max(versions, key=parse_version)
-    if tag not in tags:
-        known = ", ".join(sorted(versions, key=parse_version)[-5:]) or "none"
-        raise UserError(
-            f"{source} has no tag {tag} (its newest releases: {known}); check --to"
-        )
-    return tag
-
-
-def fetch_release(source: str, tag: str | None, scratch: Path) -> Release:
-    """The files of the template at `tag` (default: the newest release tag)."""
-    tag = _choose_tag(source, tag, scratch)
-    repo = scratch / "template.git"
-    _git(scratch, "init", "-q", "--bare", str(repo), what="cannot make a scratch repo")
-    _git(
-        repo,
-        "fetch",
-        "-q",
-        "--depth",
-        "1",
-        "--no-tags",
-        source,
-        f"refs/tags/{tag}:refs/tags/{tag}",
-        what=f"cannot fetch {tag} from {source}",
-    )
-    entries = _tree_entries(repo, tag)
-    for required in (PATHS_FILE, RECORD_FILE):
-        if required not in entries:
-            raise UserError(
-                f"{tag} of {source} has no {required}: it is not a release of "
-                "this template; pass another --to"
-            )
-    wanted = [PATHS_FILE, RECORD_FILE]
-    first = _read_blobs(repo, [entries[path][1] for path in wanted])
-    ownership = Ownership.parse(
-        first[entries[PATHS_FILE][1]].decode("utf-8", "replace"),
-        f"{PATHS_FILE} of {tag}",
-    )
-    record = _parse_record(
-        first[entries[RECORD_FILE][1]].decode("utf-8", "replace"),
-        f"{RECORD_FILE} of {tag}",
-    )
-    paths = [path for path in entries if ownership.owner_of(path) == "template"]
-    blobs = _read_blobs(repo, [entries[path][1] for path in paths])
-    files = {
-        path: TemplateFile(blobs[entries[path][1]], entries[path][0]) for path in paths
-    }
-    changelog = files.get(CHANGELOG_FILE)
-    return Release(
-        tag=tag,
-        version=record["version"],
-        ownership=ownership,
-        files=files,
-        changelog=changelog.data.decode("utf-8", "replace") if changelog else "",
-    )
-
-
-def _tree_entries(repo: Path, tag: str) -> dict[str, tuple[str, str]]:
-    """path -> (mode, blob id) of every file at the tag; submodules left out."""
-    output = _git(
-        repo, "ls-tree", "-r", "-z", "--full-tree", tag, what=f"cannot read {tag}"
-    )
-    entries = {}
-    for entry in filter(None, output.split("\0")):
-        header, path = entry.split("\t", 1)
-        mode, kind, blob = header.split()
-        if kind == "blob":
-            entries[path] = (mode, blob)
-    return entries
-
-
-def _read_blobs(repo: Path, blob_ids: list[str]) -> dict[str, bytes]:
-    """Many blobs through one `git cat-file --batch`."""
-    unique = list(dict.fromkeys(blob_ids))
-    stdin = "".join(f"{blob}\n" for blob in unique).encode()
-    output = _run_git(repo, ["cat-file", "--batch"], "cannot read the release", stdin)
-    blobs, position = {}, 0
-    for blob in unique:
-        header_end = output.index(b"\n", position)
-        size = int(output[position:header_end].split()[2])
-        blobs[blob] = output[header_end + 1 : header_end + 1 + size]
-        position = header_end + 1 + size + 1  # the content ends with a newline
-    return blobs
 
 
 # --- upgrade ---------------------------------------------------------------------
@@ -493,8 +153,7 @@ class _Plan:
 
 def upgrade(top_level: Path, source: str | None, tag: str | None, force: bool) -> None:
     """Replace the template's files with those of a newer release; the team's stay."""
-    top_level = Path(top_level).resolve()
-    _require_repository(top_level)
+    top_level = open_repository(top_level)
     record = read_record(top_level)
     if record is None and not force:
         raise UserError(
@@ -511,7 +170,7 @@ def upgrade(top_level: Path, source: str | None, tag: str | None, force: bool) -
         _refuse_local_changes(top_level, old_files, release, old_version)
     plan = _plan_upgrade(top_level, old_files, release)
     plan.writes[RECORD_FILE] = TemplateFile(
-        _record_text(release.version, source, _release_checksums(release)).encode(),
+        record_text(release.version, source, release.checksums()).encode(),
         "100644",
     )
     _apply(top_level, plan)
@@ -520,9 +179,24 @@ def upgrade(top_level: Path, source: str | None, tag: str | None, force: bool) -
         f"{release.version}: {plan.replaced} files replaced, {plan.added} added, "
         f"{len(plan.removals)} removed"
     )
-    notes = _changelog_between(release.changelog, old_version, release.version)
+    notes = changelog_between(release.changelog, old_version, release.version)
     if notes:
         print(f"\n{notes}")
+
+
+def _resolve_source(source: str | None, record: dict | None) -> str:
+    if not source:
+        source = (record or {}).get("template_url") or ""
+        if not source:
+            raise UserError(
+                f"{RECORD_FILE} records no template URL: "
+                "pass --from URL (the template repository)"
+            )
+    if source.startswith("-"):
+        raise UserError(f"--from {source}: a URL or path cannot start with '-'")
+    local = Path(source).expanduser()
+    # A relative path must keep meaning the same folder once git runs elsewhere.
+    return str(local.resolve()) if local.exists() else source
 
 
 def _check_versions(old_version: str | None, release: Release) -> None:
@@ -536,14 +210,6 @@ def _check_versions(old_version: str | None, release: Release) -> None:
             f"{release.tag} is {release.version}, older than this copy's "
             f"{old_version}: no downgrades; pass a newer --to"
         )
-
-
-def _release_checksums(release: Release) -> dict[str, str]:
-    return {
-        path: _digest(file.data)
-        for path, file in release.files.items()
-        if path != RECORD_FILE
-    }
 
 
 def _refuse_local_changes(
@@ -563,7 +229,7 @@ def _refuse_local_changes(
         if path not in old_files
         and path not in current
         and path != RECORD_FILE
-        and _read_file(top_level / path) not in (None, file.data)
+        and read_file(top_level / path) not in (None, file.data)
     )
     problems = []
     if changed:
@@ -600,7 +266,7 @@ def _plan_upgrade(top_level: Path, old_files: dict, release: Release) -> _Plan:
         target = top_level / path
         if not os.path.lexists(target):
             plan.added += 1
-        elif not _same_file(target, file):
+        elif _git_mode(target) != file.mode or read_file(target) != file.data:
             plan.replaced += 1
         else:
             continue
@@ -611,27 +277,6 @@ def _plan_upgrade(top_level: Path, old_files: dict, release: Release) -> _Plan:
         if os.path.lexists(top_level / path):
             plan.removals.append(path)
     return plan
-
-
-def _same_file(target: Path, file: TemplateFile) -> bool:
-    if target.is_symlink() != (file.mode == _SYMLINK_MODE):
-        return False
-    if _read_file(target) != file.data:
-        return False
-    executable = bool(target.lstat().st_mode & stat.S_IXUSR)
-    return target.is_symlink() or executable == (file.mode == _EXECUTABLE_MODE)
-
-
-def _changelog_between(text: str, old_version: str | None, new_version: str) -> str:
-    """The entries after `old_version` up to `new_version`, newest first."""
-    low = parse_version(old_version) if old_version else (-1, -1, -1)
-    high = parse_version(new_version)
-    entries = [
-        (parse_version(version), entry)
-        for version, entry in changelog_entries(text).items()
-        if low < parse_version(version) <= high
-    ]
-    return "\n\n".join(entry for _, entry in sorted(entries, reverse=True))
 
 
 # --- applying, all or nothing ----------------------------------------------------
@@ -651,7 +296,7 @@ class _Journal:
             return
         if target.is_dir() and not target.is_symlink():
             raise IsADirectoryError(21, "a folder is in the way", str(target))
-        data = _read_file(target)
+        data = read_file(target)
         self.backups.append(
             (target, None if data is None else TemplateFile(data, _git_mode(target)))
         )
@@ -759,17 +404,16 @@ def _remove_empty_folders(top_level: Path, folder: Path) -> None:
 
 def template_changed(top_level: Path, base: str) -> bool:
     """Whether a template path changed between `base` and HEAD (for PR checks)."""
-    top_level = Path(top_level).resolve()
-    _require_repository(top_level)
+    top_level = open_repository(top_level)
     if base.startswith("-"):
         raise UserError(f"{base} is not a commit: pass a commit, branch or tag")
     ownership = read_ownership(top_level)
     # Without renames a template file moved to a team path still counts as changed.
     arguments = ("diff", "--name-only", "--no-renames", "-z")
     try:
-        output = _git(top_level, *arguments, f"{base}...HEAD", what="")
+        output = git(top_level, *arguments, f"{base}...HEAD", what="")
     except UserError:
-        output = _git(
+        output = git(
             top_level,
             *arguments,
             base,

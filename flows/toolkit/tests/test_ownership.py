@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import release
 from toolkit.deployer.errors import UserError
+from toolkit.ownership import PATHS_FILE, Ownership, read_ownership, unowned_files
 
 REPOSITORY_DIR = Path(__file__).resolve().parents[3]
 TEAM_EXAMPLES = (
@@ -20,7 +20,7 @@ TEAM_EXAMPLES = (
 
 def test_every_tracked_file_has_an_owner():
     """A tracked path that is neither the template's nor the team's is a mistake."""
-    ownership = release.read_ownership(REPOSITORY_DIR)
+    ownership = read_ownership(REPOSITORY_DIR)
     tracked = subprocess.run(
         ["git", "ls-files", "-z"],
         cwd=REPOSITORY_DIR,
@@ -29,12 +29,12 @@ def test_every_tracked_file_has_an_owner():
         check=True,
     ).stdout.split("\0")
     unowned = [path for path in filter(None, tracked) if not ownership.owner_of(path)]
-    assert not unowned, f"add these to {release.PATHS_FILE}: {', '.join(unowned)}"
+    assert not unowned, f"add these to {PATHS_FILE}: {', '.join(unowned)}"
 
 
 def test_a_file_named_by_neither_section_is_reported(tmp_path):
     """stray.txt at the top: unowned_files lists it, and only it."""
-    paths = tmp_path / release.PATHS_FILE
+    paths = tmp_path / PATHS_FILE
     paths.parent.mkdir(parents=True)
     paths.write_text("[template]\nflows/toolkit/\n\n[team]\nflows/\n", "utf-8")
     (tmp_path / "flows" / "our_flow.py").write_text("VALUE = 1\n", "utf-8")
@@ -43,12 +43,12 @@ def test_a_file_named_by_neither_section_is_reported(tmp_path):
     (tmp_path / "ignored.txt").write_text("git ignores it\n", "utf-8")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
 
-    assert release.unowned_files(tmp_path) == [".gitignore", "stray.txt"]
+    assert unowned_files(tmp_path) == [".gitignore", "stray.txt"]
 
 
 def test_the_template_claims_no_team_file():
     """The example flow, its data and SQL, and the team's tests are the team's."""
-    ownership = release.read_ownership(REPOSITORY_DIR)
+    ownership = read_ownership(REPOSITORY_DIR)
     for path in TEAM_EXAMPLES:
         assert ownership.owner_of(path) == "team", path
     for line in ownership.template:
@@ -77,7 +77,7 @@ def test_the_template_settings_name_no_example():
 )
 def test_the_template_wins_over_the_team(path, owner):
     """A file line names that file only; a folder line all below it."""
-    ownership = release.Ownership.parse(
+    ownership = Ownership.parse(
         "# comment\n[template]\nflows/toolkit/\nflows/util.py  # the shim\n"
         "Makefile\n.github/workflows/deploy.yml\n\n[team]\nflows/\n.github/\n"
     )
@@ -88,4 +88,4 @@ def test_the_template_wins_over_the_team(path, owner):
 def test_a_line_outside_the_sections_is_a_user_error(text):
     """The message names the line and the fix."""
     with pytest.raises(UserError, match="line 1: .*\\[template\\] or \\[team\\]"):
-        release.Ownership.parse(text)
+        Ownership.parse(text)

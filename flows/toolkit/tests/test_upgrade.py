@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import release
+from toolkit.ownership import PATHS_FILE, Ownership, read_ownership
+from toolkit.release_record import CHANGELOG_FILE, RECORD_FILE
 
 REPOSITORY_DIR = Path(__file__).resolve().parents[3]
 IDENTITY = {
@@ -97,7 +98,7 @@ def copy_repository_files(destination: Path) -> None:
     listing = git(REPOSITORY_DIR, "ls-files", "-z", "-c", "-o", "--exclude-standard")
     for name in sorted(set(filter(None, listing.split("\0")))):
         source = REPOSITORY_DIR / name
-        if name in (release.RECORD_FILE, release.CHANGELOG_FILE) or not (
+        if name in (RECORD_FILE, CHANGELOG_FILE) or not (
             source.is_file() or source.is_symlink()
         ):
             continue
@@ -109,7 +110,7 @@ def copy_repository_files(destination: Path) -> None:
 def write_changelog(repo: Path, *entries: str) -> None:
     """A changelog with the given entries, newest first."""
     text = "# Changelog\n\n" + "\n\n".join(entries) + "\n"
-    (repo / release.CHANGELOG_FILE).write_text(text, encoding="utf-8")
+    (repo / CHANGELOG_FILE).write_text(text, encoding="utf-8")
 
 
 def released_template(root: Path) -> Path:
@@ -133,7 +134,7 @@ def release_v2(template: Path) -> None:
     (template / NEW_MODULE).write_text('"""New in v2."""\n', encoding="utf-8")
     (template / NEW_MODULE).chmod(0o755)
     git(template, "rm", "-q", "-r", "bench", MOVED_TO_TEAM)
-    paths = template / release.PATHS_FILE
+    paths = template / PATHS_FILE
     lines = paths.read_text(encoding="utf-8").splitlines()
     assert MOVED_TO_TEAM in lines
     lines.remove(MOVED_TO_TEAM)
@@ -188,7 +189,7 @@ def test_upgrade_replaces_the_template_files_and_keeps_the_teams(template, tmp_p
     before = snapshot(copy)
     v1 = tag_snapshot(template, "v1.0.0", tmp_path)
     v2 = tag_snapshot(template, "v2.0.0", tmp_path)
-    ownership = release.Ownership.parse((template / release.PATHS_FILE).read_text())
+    ownership = Ownership.parse((template / PATHS_FILE).read_text())
     new_files = {path for path in v2 if ownership.owner_of(path) == "template"}
     removed = {path for path in v1 if path.startswith("bench/")}
 
@@ -198,13 +199,13 @@ def test_upgrade_replaces_the_template_files_and_keeps_the_teams(template, tmp_p
     after = snapshot(copy)
     assert set(after) == (set(before) - removed) | new_files
     assert not (copy / "bench").exists()
-    for path in new_files - {release.RECORD_FILE}:
+    for path in new_files - {RECORD_FILE}:
         assert after[path] == v2[path], path
     for path in set(after) - new_files:
         assert after[path] == before[path], path
     assert after[MOVED_TO_TEAM] == before[MOVED_TO_TEAM]
     assert after[NEW_MODULE][1], "the executable bit of the new file is kept"
-    record = json.loads((copy / release.RECORD_FILE).read_text())
+    record = json.loads((copy / RECORD_FILE).read_text())
     assert record["version"] == "v2.0.0"
     assert record["template_url"] == str(template)
     assert record["files"] == json.loads(v2_record(template))["files"]
@@ -219,7 +220,7 @@ def test_upgrade_replaces_the_template_files_and_keeps_the_teams(template, tmp_p
 
 def v2_record(template: Path) -> str:
     """The release record v2.0.0 committed."""
-    return git(template, "show", f"v2.0.0:{release.RECORD_FILE}")
+    return git(template, "show", f"v2.0.0:{RECORD_FILE}")
 
 
 def test_upgrade_defaults_to_the_recorded_template_and_its_newest_release(
@@ -232,7 +233,7 @@ def test_upgrade_defaults_to_the_recorded_template_and_its_newest_release(
 
     assert result.returncode == 0, result.stderr
     assert "from v1.0.0 to v2.0.0" in result.stdout
-    record = json.loads((copy / release.RECORD_FILE).read_text())
+    record = json.loads((copy / RECORD_FILE).read_text())
     assert (record["version"], record["template_url"]) == ("v2.0.0", str(template))
 
 
@@ -272,14 +273,14 @@ def test_a_failed_write_puts_every_file_back(template, tmp_path):
 
 def drop_recorded_url(copy: Path) -> None:
     """A record without the template's URL."""
-    record = json.loads((copy / release.RECORD_FILE).read_text())
+    record = json.loads((copy / RECORD_FILE).read_text())
     del record["template_url"]
-    (copy / release.RECORD_FILE).write_text(json.dumps(record))
+    (copy / RECORD_FILE).write_text(json.dumps(record))
 
 
 def drop_record(copy: Path) -> None:
     """A copy made before releases were recorded."""
-    (copy / release.RECORD_FILE).unlink()
+    (copy / RECORD_FILE).unlink()
 
 
 UPGRADE_MISTAKES = {
@@ -313,20 +314,20 @@ def test_upgrade_mistakes_change_nothing(template, tmp_path, mistake):
 def test_release_records_every_template_file(tmp_path):
     """release.json: version, URL and the checksum of each template file; tagged."""
     template = released_template(tmp_path)
-    record = json.loads((template / release.RECORD_FILE).read_text())
-    ownership = release.read_ownership(template)
+    record = json.loads((template / RECORD_FILE).read_text())
+    ownership = read_ownership(template)
     tracked = git(template, "ls-files").splitlines()
     expected = {
         path: hashlib.sha256((template / path).read_bytes()).hexdigest()
         for path in tracked
-        if ownership.owner_of(path) == "template" and path != release.RECORD_FILE
+        if ownership.owner_of(path) == "template" and path != RECORD_FILE
     }
     assert record == {
         "version": "v1.0.0",
         "template_url": str(template),
         "files": expected,
     }
-    text = (template / release.RECORD_FILE).read_text()
+    text = (template / RECORD_FILE).read_text()
     assert text == json.dumps(record, indent=2, sort_keys=True) + "\n"
     assert git(template, "cat-file", "-t", "v1.0.0") == "tag"
     assert git(template, "log", "-1", "--format=%s") == "Release v1.0.0"
