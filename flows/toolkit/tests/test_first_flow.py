@@ -1,0 +1,213 @@
+"""The guide's "Your first flow", walked on a fresh copy of the template.
+
+The copy is made as "Use this template" makes one. The guide's commands are run as the
+guide spells them and its code blocks are written to the files their first line names,
+so the guide and this test cannot disagree.
+"""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from toolkit.ownership import read_ownership
+
+REPOSITORY_DIR = Path(__file__).resolve().parents[3]
+GUIDE = REPOSITORY_DIR / "flows" / "toolkit" / "GUIDE.md"
+# The venv running these tests: the copy's `make test` uses it instead of building one.
+VENV = REPOSITORY_DIR / ".venv"
+SECTION = "## Your first flow"
+# A fenced block whose first line names the file it is: `# flows/x.py`, `-- flows/x.sql`.
+FILE_BLOCK = re.compile(
+    r"^ *```(?:python|sql)\n *(?:#|--) (flows/\S+)\n(.*?)^ *```", re.M | re.S
+)
+MAKE_TEST_SECONDS = 900
+
+
+def first_flow_section() -> str:
+    """The guide's "Your first flow" section, up to the next section."""
+    text = GUIDE.read_text(encoding="utf-8")
+    assert SECTION in text, f"{GUIDE.name} has no {SECTION!r} section"
+    return text.split(SECTION, 1)[1].split("\n## ", 1)[0]
+
+
+def guide_command(section: str, start: str) -> list[str]:
+    """The one command line of the section that begins with `start`, as arguments."""
+    lines = [line.strip() for line in section.splitlines()]
+    found = [line for line in lines if line.startswith(start)]
+    assert len(found) == 1, f"the guide should give one '{start}...' line: {found}"
+    return shlex.split(found[0].split("#", 1)[0])
+
+
+def guide_files(section: str) -> dict[str, str]:
+    """path -> text of every fenced block that names its file, indentation removed."""
+    files = {}
+    for match in FILE_BLOCK.finditer(section):
+        first_line = match.group(0).splitlines()[1]
+        indent = len(first_line) - len(first_line.lstrip())
+        lines = [first_line, *match.group(2).splitlines()]
+        files[match.group(1)] = "\n".join(line[indent:] for line in lines) + "\n"
+    return files
+
+
+def run(command, cwd: Path, env: dict, timeout: float = 300):
+    """A command's result, output and errors together for the assertion message."""
+    return subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def copy_environment(tmp_path: Path) -> dict:
+    """This environment without CI's branch variables, make's, or flow settings."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("GITHUB_", "FLOWS_", "MAKE", "MFLAGS"))
+    }
+    env.update(
+        GIT_AUTHOR_NAME="First Flow",
+        GIT_AUTHOR_EMAIL="first.flow@example.invalid",
+        GIT_COMMITTER_NAME="First Flow",
+        GIT_COMMITTER_EMAIL="first.flow@example.invalid",
+        FLOWS_STORAGE_ROOT=str(tmp_path / "flow-storage"),
+        FLOWS_OUTPUT_DIR=str(tmp_path / "output"),
+        # Test names in the output, to see that the new test ran.
+        PYTEST_ADDOPTS="-v",
+    )
+    return env
+
+
+def git(*arguments, cwd: Path, env: dict) -> str:
+    """Run git; fail the test with its output when it fails."""
+    result = run(["git", *arguments], cwd, env)
+    assert result.returncode == 0, f"git {' '.join(arguments)}: {result.stdout}"
+    return result.stdout
+
+
+def template_files_of(repository: Path, env: dict) -> dict[str, bytes]:
+    """path -> bytes of every template-owned file git lists (tracked or untracked)."""
+    ownership = read_ownership(repository)
+    listed = git(
+        "ls-files", "-z", "-c", "-o", "--exclude-standard", cwd=repository, env=env
+    )
+    return {
+        path: (repository / path).read_bytes()
+        for path in sorted(set(filter(None, listed.split("\0"))))
+        if ownership.owner_of(path) == "template" and (repository / path).is_file()
+    }
+
+
+def use_this_template(copy: Path, env: dict) -> dict[str, bytes]:
+    """The repository's files in a new repository with a pushed main, as "Use this
+    template" makes it; the bytes of each template-owned file, as copied."""
+    listed = git(
+        "ls-files", "-z", "-c", "-o", "--exclude-standard", cwd=REPOSITORY_DIR, env=env
+    )
+    for path in set(filter(None, listed.split("\0"))):
+        source = REPOSITORY_DIR / path
+        if not source.is_file():  # deleted from the working tree, not yet from git
+            continue
+        (copy / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, copy / path)
+        shutil.copymode(source, copy / path)
+    origin = copy.parent / "acme-sales-flows-orders.git"
+    git("init", "-q", "--bare", "-b", "main", origin, cwd=copy.parent, env=env)
+    git("init", "-q", "-b", "main", cwd=copy, env=env)
+    git("add", "-A", cwd=copy, env=env)
+    git("commit", "-q", "-m", "Use this template", cwd=copy, env=env)
+    git("remote", "add", "origin", origin, cwd=copy, env=env)
+    git("push", "-q", "-u", "origin", "main", cwd=copy, env=env)
+    return template_files_of(copy, env)
+
+
+@pytest.mark.timeout(MAKE_TEST_SECONDS + 300)
+def test_the_first_flow_of_the_guide_passes_make_test_and_plans(tmp_path):
+    """Deleting the example and writing the guide's flow gives a copy that passes
+    `make test` and plans a dev deployment, without editing a template file."""
+    section = first_flow_section()
+    env = copy_environment(tmp_path)
+    copy = tmp_path / "acme-sales-flows-orders"
+    template_files = use_this_template(copy, env)
+
+    delete_the_example(section, copy, env)
+    new_test = write_the_flow(section, copy)
+    output = check(section, copy, env)
+    assert f"test_orders_flow.py::{new_test} PASSED" in output
+    plan = plan_from_a_branch(section, copy, env)
+
+    assert plan["flow"] == "orders-flow"
+    assert plan["entrypoint"] == "orders_flow.py:orders_flow"
+    assert plan["name"] == "orders | my-first-flow | orders_flow"
+    assert plan["stage"] == "dev"
+    for deployed in ("orders_flow.py", "sql/orders.sql", "toolkit/cli.py"):
+        assert deployed in plan["files"], deployed
+    for left_out in ("example_flow.py", "sample_data.py", "toolkit/GUIDE.md"):
+        assert left_out not in plan["files"], left_out
+    now = template_files_of(copy, env)
+    assert sorted(now) == sorted(template_files), "template files added or removed"
+    changed = [path for path, data in template_files.items() if now[path] != data]
+    assert not changed, f"template files edited: {changed}"
+
+
+def delete_the_example(section: str, copy: Path, env: dict) -> None:
+    """Step 1: the guide's `git rm` command."""
+    removed = run(guide_command(section, "git rm "), copy, env)
+    assert removed.returncode == 0, removed.stdout
+    assert not (copy / "flows" / "example_flow.py").exists()
+
+
+def write_the_flow(section: str, copy: Path) -> str:
+    """Step 2: the guide's three files, written where they say; the new test's name."""
+    files = guide_files(section)
+    assert sorted(files) == [
+        "flows/orders_flow.py",
+        "flows/sql/orders.sql",
+        "flows/tests/test_orders_flow.py",
+    ]
+    for path, text in files.items():
+        (copy / path).parent.mkdir(parents=True, exist_ok=True)
+        (copy / path).write_text(text, encoding="utf-8")
+    test_text = files["flows/tests/test_orders_flow.py"]
+    return re.search(r"^def (test_\w+)", test_text, re.M).group(1)
+
+
+def check(section: str, copy: Path, env: dict) -> str:
+    """Step 3, first half: `make test` in the copy, with this venv; its output."""
+    assert guide_command(section, "make test") == ["make", "test"]
+    started = time.monotonic()
+    # -o: the venv is this one, already installed; never rebuild it from the copy.
+    checked = run(
+        ["make", "test", f"VENV={VENV}", "-o", f"{VENV}/.installed"],
+        copy,
+        env,
+        timeout=MAKE_TEST_SECONDS,
+    )
+    print(f"\nmake test in the copy took {time.monotonic() - started:.1f} s")
+    assert checked.returncode == 0, checked.stdout[-6000:]
+    return checked.stdout
+
+
+def plan_from_a_branch(section: str, copy: Path, env: dict) -> dict:
+    """Step 3, second half: a branch, then `deploy --dry-run`; the printed plan."""
+    switched = run(guide_command(section, "git switch "), copy, env)
+    assert switched.returncode == 0, switched.stdout
+    dry_run = guide_command(section, "python3 flows/orders_flow.py deploy --dry-run")
+    planned = run([sys.executable, *dry_run[1:]], copy, env)
+    assert planned.returncode == 0, planned.stdout
+    start = planned.stdout.index("{")
+    plan, _ = json.JSONDecoder().raw_decode(planned.stdout, start)
+    return plan
