@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from toolkit.deployer.errors import UserError
+from toolkit.deployer.errors import UserError, one_line
 from toolkit.deployer.settings import SETTINGS, Settings
 
 FLOWS_DIR = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def run_flow_here(flow, assignments: Sequence[str]):
     try:
         validated = flow.validate_parameters(parameters)
     except (ParameterTypeError, SignatureMismatchError) as error:
-        message = " ".join(str(error).split())
+        message = one_line(error)
         raise UserError(f"--param: {message}") from error
     return flow(**validated)
 

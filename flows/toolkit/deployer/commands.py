@@ -6,7 +6,9 @@ import asyncio
 import hashlib
 import importlib.util
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 from prefect import Flow
 from prefect.client.orchestration import get_client
@@ -19,10 +21,10 @@ from toolkit.deployer.plan import (
     write_default_ignore_file,
 )
 from toolkit.deployer.repository import guard_production, read_repository
-from toolkit.deployer.stores import storage_for
+from toolkit.deployer.storage import storage_for
 from toolkit.deployer.validation import find_problems
 from toolkit.deployer.deployment_settings import NO_SETTINGS, DeploymentSettings
-from toolkit.deployer.errors import UserError
+from toolkit.deployer.errors import UserError, one_line
 from toolkit.deployer.settings import Settings
 
 
@@ -41,7 +43,7 @@ def _import_flow_module(flow_path: Path):
     try:
         spec.loader.exec_module(module)
     except Exception as error:  # any failure of the user's module is theirs to fix
-        detail = " ".join(str(error).split())
+        detail = one_line(error)
         raise UserError(
             f"{flow_path.name} does not import: {type(error).__name__}: {detail}"
         ) from error
@@ -115,45 +117,111 @@ def deploy(
     dry_run: bool,
 ) -> DeploymentPlan:
     """Plan the deployment of `flow` for the current branch, then make it so."""
-    plan, repository = plan_deployment(settings, flow, flow_path, docker_label)
-    if plan.is_production:
+    return deploy_flows(
+        settings, [(flow, flow_path)], docker_label=docker_label, dry_run=dry_run
+    )[0]
+
+
+def deploy_flows(
+    settings: Settings,
+    flows: list[tuple[Flow, Path]],
+    *,
+    docker_label: str | None,
+    dry_run: bool,
+) -> list[DeploymentPlan]:
+    """Deploy flows of one checkout through one copy of flows/: every plan checked
+    first, then one copy written, every deployment registered against it, and the
+    branch's block switched once."""
+    planned = [
+        plan_deployment(settings, flow, path, docker_label) for flow, path in flows
+    ]
+    plans = [plan for plan, _ in planned]
+    repository = planned[0][1]
+    if plans[0].is_production:
         guard_production(repository)
     if dry_run:
-        print(plan.to_json())
-        return plan
+        for plan in plans:
+            print(plan.to_json())
+        return plans
     api_url = prefect_api.require_api_url()
     storage = storage_for(settings)
-    deployment_id, copy, kept_paused = asyncio.run(
-        _apply(plan, flow, flow_path.parent, storage, api_url)
+    flows_dir = flows[0][1].parent
+    published = asyncio.run(
+        _publish(plans, [flow for flow, _ in flows], flows_dir, storage, api_url)
     )
     write_default_ignore_file(repository.top_level)
-    _print_summary(plan, deployment_id, copy, kept_paused)
-    return plan
+    for plan, (deployment_id, kept_paused) in zip(plans, published.registered):
+        _print_summary(plan, deployment_id, published.copy, kept_paused)
+    return plans
 
 
-async def _apply(plan, flow, flows_dir, storage, api_url):
+@dataclass(frozen=True)
+class Published:
+    """What a deploy left: the copy, and each deployment's id and paused state."""
+
+    copy: str
+    registered: list[tuple[UUID, bool]]
+
+
+async def _publish(plans, flows, flows_dir, storage, api_url) -> Published:
+    """Write the copy, register, point the block at the copy, remove the old copy.
+
+    The plans share one branch: its location in flow storage, its block, its files.
+    """
+    branch = plans[0]
     async with get_client() as client:
         await prefect_api.check_api_reachable(client, api_url)
-        existing = await prefect_api.read_deployment(client, plan)
-        # Someone paused it in the UI: re-enabling is a person's decision, not a deploy's.
-        kept_paused = existing is not None and prefect_api.is_paused(existing)
+        paused = [await _is_paused(client, plan) for plan in plans]
         await storage.check()
         await prefect_api.ensure_work_pool(
-            client, plan.work_pool, plan.work_pool_type, [plan.work_queue]
+            client, branch.work_pool, branch.work_pool_type, [branch.work_queue]
         )
+        old_copy = await storage.current_copy(client, branch.pointer_block)
+        new_copy = storage.new_copy(branch.storage_location, branch.commit)
+        try:
+            await storage.write_copy(flows_dir, branch.files, new_copy)
+            if old_copy is None:  # a first deploy: runs need the block from the start
+                await storage.point(branch.pointer_block, new_copy)
+            pull_steps = await storage.pull_steps(client, branch.pointer_block)
+            registered = [
+                await prefect_api.register_deployment(
+                    client,
+                    plan,
+                    flow,
+                    pull_steps=pull_steps,
+                    storage_needs=storage.storage_needs(),
+                    paused=kept_paused,
+                )
+                for plan, flow, kept_paused in zip(plans, flows, paused)
+            ]
+        except BaseException:
+            # Put back what was: the failure itself is what the person needs to see.
+            first_block = branch.pointer_block if old_copy is None else None
+            await storage.discard(new_copy, first_block)
+            raise
+        if old_copy is not None:
+            await _switch(storage, branch, new_copy)
+            await storage.remove_old_copy(old_copy, branch.storage_location, new_copy)
+        return Published(new_copy, list(zip(registered, paused)))
 
-        async def register(pull_steps, storage_needs):
-            return await prefect_api.register_deployment(
-                client,
-                plan,
-                flow,
-                pull_steps=pull_steps,
-                storage_needs=storage_needs,
-                paused=kept_paused,
-            )
 
-        deployment_id, copy = await storage.publish(client, plan, flows_dir, register)
-        return deployment_id, copy, kept_paused
+async def _is_paused(client, plan: DeploymentPlan) -> bool:
+    """Someone paused it in the UI: re-enabling is a person's decision, not a deploy's."""
+    existing = await prefect_api.read_deployment(client, plan)
+    return existing is not None and prefect_api.is_paused(existing)
+
+
+async def _switch(storage, branch: DeploymentPlan, new_copy: str) -> None:
+    """Point the branch's block at the new copy; registered already, so a failure
+    keeps both copies and says what to do."""
+    try:
+        await storage.point(branch.pointer_block, new_copy)
+    except Exception as error:
+        raise UserError(
+            f"{branch.name} is registered but its runs still fetch the previous copy "
+            f"({type(error).__name__}: pointing the block {branch.pointer_block} "
+            "failed): run deploy again"
+        ) from error
 
 
 def _print_summary(plan: DeploymentPlan, deployment_id, copy, kept_paused) -> None:
@@ -175,41 +243,9 @@ def _print_summary(plan: DeploymentPlan, deployment_id, copy, kept_paused) -> No
     print(f"  {ui_url}" if ui_url else f"  deployment id {deployment_id}")
 
 
-def _registered_fields(deployment) -> dict:
-    schedule = None
-    if deployment.schedules:
-        cron = deployment.schedules[0].schedule
-        schedule = {"cron": cron.cron, "timezone": cron.timezone}
-    return {
-        "tags": sorted(deployment.tags),
-        "work_pool": deployment.work_pool_name,
-        "work_queue": deployment.work_queue_name,
-        "image": (deployment.job_variables or {}).get("image"),
-        "entrypoint": deployment.entrypoint,
-        "version": deployment.version,
-        "description": deployment.description,
-        "schedule": schedule,
-        "parameters": deployment.parameters,
-    }
-
-
-def _planned_fields(plan: DeploymentPlan) -> dict:
-    return {
-        "tags": sorted(plan.tags),
-        "work_pool": plan.work_pool,
-        "work_queue": plan.work_queue,
-        "image": plan.image if plan.work_pool_type == "docker" else None,
-        "entrypoint": plan.entrypoint,
-        "version": plan.commit[:12],
-        "description": plan.description,
-        "schedule": plan.schedule,
-        "parameters": plan.parameters,
-    }
-
-
 def _differences(existing, plan: DeploymentPlan, stored: set[str]):
     """(changed fields with old and new values, files added, files removed)."""
-    old, new = _registered_fields(existing), _planned_fields(plan)
+    old, new = prefect_api.registered_fields(existing), prefect_api.planned_fields(plan)
     changes = [
         (field, old[field], value)
         for field, value in new.items()
@@ -243,7 +279,7 @@ def _print_plan(plan: DeploymentPlan, existing, stored: set[str]) -> str:
     title = f"{plan.flow}/{plan.name}"
     if existing is None:
         print(f"create {title}")
-        for field, value in _planned_fields(plan).items():
+        for field, value in prefect_api.planned_fields(plan).items():
             print(f"  {field}: {value!r}")
         return "create"
     changes, added, removed = _differences(existing, plan, stored)
@@ -277,6 +313,8 @@ def delete(settings: Settings, flow: Flow, flow_path: Path, *, production: bool)
         f"deleted {plan.flow}/{plan.name}" if deleted else f"no deployment {plan.name}"
     )
     if not remaining:
-        asyncio.run(storage.remove(plan.storage, plan.storage_block))
-        print(f"deleted storage {plan.storage} (no deployment of {plan.branch} left)")
+        asyncio.run(storage.remove(plan.storage_location, plan.pointer_block))
+        print(
+            f"deleted storage {plan.storage_location} (no deployment of {plan.branch} left)"
+        )
     return deleted

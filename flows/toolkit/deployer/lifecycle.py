@@ -16,11 +16,11 @@ from toolkit.deployer.plan import (
     deployment_name_prefix,
     relative_storage_path,
     short_repository_name,
-    storage_block_name,
+    pointer_block_name,
 )
-from toolkit.deployer.repository import branch_slug, label_of, read_repository, run_git
+from toolkit.deployer.repository import branch_slug, stage_of, read_repository, run_git
 from toolkit.deployer.settings import Settings
-from toolkit.deployer.stores import storage_for
+from toolkit.deployer.storage import storage_for
 
 CLI_FUNCTION = "run_flow_command_line_interface"
 
@@ -44,28 +44,25 @@ def find_flow_files(flows_dir: Path) -> list[tuple[Path, str]]:
 def deploy_all(
     settings: Settings, flows_dir: Path, docker_label: str | None, dry_run: bool
 ) -> list:
-    """Deploy every flow of flows/ for the current branch; their plans."""
+    """Deploy every flow of flows/ for the current branch through one copy; their
+    plans."""
     flow_files = find_flow_files(flows_dir)
     if not flow_files:
         raise UserError(f"no flow file in {flows_dir} ends with {CLI_FUNCTION}(...)")
+    # Every plan is checked before anything is written: they share the branch's
+    # copy, so a flow refused halfway would leave the others running code it did not
+    # check.
     flows = [(commands.load_flow(path, name), path) for path, name in flow_files]
-    # Every plan checked before the first deploy: they share the branch's copy, so a
-    # flow refused halfway would leave the others running code it did not check.
-    for flow, path in flows:
-        commands.plan_deployment(settings, flow, path, docker_label)
-    return [
-        commands.deploy(
-            settings, flow, path, docker_label=docker_label, dry_run=dry_run
-        )
-        for flow, path in flows
-    ]
+    return commands.deploy_flows(
+        settings, flows, docker_label=docker_label, dry_run=dry_run
+    )
 
 
 def delete_branch(
     settings: Settings, flows_dir: Path, branch: str, dry_run: bool
 ) -> list[str]:
     """Remove a dev branch's deployments, storage copy and storage block."""
-    if label_of(branch, settings) == "main":
+    if stage_of(branch, settings) == "main":
         raise UserError(f"{branch} is production: its deployments are never deleted")
     repository = read_repository(flows_dir, settings)
     if not dry_run:
@@ -124,6 +121,6 @@ async def _delete_slugs(settings, repository_name, slugs, dry_run) -> list[str]:
                 deleted.append(deployment.name)
         location = settings.storage_location(relative_storage)
         if not dry_run:
-            await storage.remove(location, storage_block_name(relative_storage))
+            await storage.remove(location, pointer_block_name(relative_storage))
         print(f"{verb} storage {location}")
     return deleted

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect.utilities.filesystem import filter_files
 
-from toolkit.deployer.repository import Repository, branch_slug, label_of
+from toolkit.deployer.repository import Repository, branch_slug, stage_of
 from toolkit.deployer.deployment_settings import NO_SETTINGS, DeploymentSettings
 from toolkit.deployer.errors import UserError
 from toolkit.deployer.settings import Settings
@@ -47,14 +47,14 @@ class DeploymentPlan:  # pylint: disable=too-many-instance-attributes
     branch: str
     branch_slug: str
     commit: str
-    label: str
+    stage: str
     tags: list[str]
     work_pool: str
     work_pool_type: str
     work_queue: str
     image: str
-    storage: str
-    storage_block: str
+    storage_location: str
+    pointer_block: str
     files: list[str]
     description: str
     schedule: dict | None
@@ -64,7 +64,7 @@ class DeploymentPlan:  # pylint: disable=too-many-instance-attributes
     @property
     def is_production(self) -> bool:
         """Whether this is the production deployment (branch main)."""
-        return self.label == "main"
+        return self.stage == "main"
 
     def to_json(self) -> str:
         """The plan as one JSON object, as `deploy --dry-run` prints it."""
@@ -102,9 +102,9 @@ def short_repository_name(repository_name: str, marker: str) -> str:
     return short if found and short else repository_name
 
 
-def relative_storage_path(repository_name: str, label: str, slug: str) -> str:
+def relative_storage_path(repository_name: str, stage: str, slug: str) -> str:
     """Where below the storage root a branch's copy of flows/ lives."""
-    if label == "main":
+    if stage == "main":
         return f"main/{repository_name}"
     return f"dev/{repository_name}/{slug}"
 
@@ -135,11 +135,11 @@ def docker_registry(settings: Settings, repository: Repository) -> str:
     return f"ghcr.io/{match.group(1).lower()}" if match else "localhost:5000"
 
 
-def image_label(docker_label: str | None, label: str) -> str:
+def image_tag(docker_label: str | None, stage: str) -> str:
     """The image tag to run on: `main` unless a dev deploy names another one."""
     if docker_label is None:
         return "main"
-    if label == "main":
+    if stage == "main":
         raise UserError(
             "--docker-label is refused on main: production only runs the main image"
         )
@@ -149,7 +149,7 @@ def image_label(docker_label: str | None, label: str) -> str:
     return tag
 
 
-def storage_block_name(relative_storage: str) -> str:
+def pointer_block_name(relative_storage: str) -> str:
     """A Prefect block name (lowercase, digits, dashes) unique to one storage path."""
     readable = re.sub(r"[^a-z0-9]+", "-", relative_storage.lower()).strip("-")
     digest = hashlib.sha256(relative_storage.encode()).hexdigest()[:8]
@@ -178,12 +178,12 @@ def build_plan(  # pylint: disable=too-many-arguments
     deployment_settings: DeploymentSettings = NO_SETTINGS,
 ) -> DeploymentPlan:
     """Everything a deploy of this flow from this checkout will do."""
-    label = label_of(repository.branch, settings)
+    stage = stage_of(repository.branch, settings)
     slug = repository.branch_slug
-    relative_storage = relative_storage_path(repository.name, label, slug)
+    relative_storage = relative_storage_path(repository.name, stage, slug)
     short_name = short_repository_name(repository.name, settings.repo_name_marker)
     registry = docker_registry(settings, repository)
-    production = label == "main"
+    production = stage == "main"
     schedule = None
     if production and deployment_settings.schedule:
         schedule = {
@@ -198,14 +198,14 @@ def build_plan(  # pylint: disable=too-many-arguments
         branch=repository.branch,
         branch_slug=slug,
         commit=repository.commit,
-        label=label,
-        tags=[label, *(deployment_settings.tags if production else ())],
+        stage=stage,
+        tags=[stage, *(deployment_settings.tags if production else ())],
         work_pool=settings.work_pool,
         work_pool_type=settings.work_pool_type,
-        work_queue=label,
-        image=f"{registry}/{repository.name.lower()}:{image_label(docker_label, label)}",
-        storage=settings.storage_location(relative_storage),
-        storage_block=storage_block_name(relative_storage),
+        work_queue=stage,
+        image=f"{registry}/{repository.name.lower()}:{image_tag(docker_label, stage)}",
+        storage_location=settings.storage_location(relative_storage),
+        pointer_block=pointer_block_name(relative_storage),
         files=list_deployable_files(
             flow_path.parent, read_ignore_patterns(repository.top_level)
         ),

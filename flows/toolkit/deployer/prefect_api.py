@@ -20,7 +20,7 @@ from prefect.workers.utilities import (
 )
 
 from toolkit.deployer.plan import DeploymentPlan
-from toolkit.deployer.errors import UserError
+from toolkit.deployer.errors import UserError, one_line
 
 
 def require_api_url() -> str:
@@ -39,7 +39,7 @@ async def check_api_reachable(client: PrefectClient, url: str) -> None:
     """Fail with the address tried when the API does not answer its health check."""
     problem = await client.api_healthcheck()
     if problem is not None:
-        reason = " ".join(str(problem).split()) or type(problem).__name__
+        reason = one_line(problem)
         raise UserError(f"the Prefect API at {url} is not reachable: {reason}")
 
 
@@ -114,6 +114,40 @@ def is_paused(deployment) -> bool:
     )
 
 
+def registered_fields(deployment) -> dict:
+    """The fields `plan` compares, as the API has them for a registered deployment."""
+    schedule = None
+    if deployment.schedules:
+        cron = deployment.schedules[0].schedule
+        schedule = {"cron": cron.cron, "timezone": cron.timezone}
+    return {
+        "tags": sorted(deployment.tags),
+        "work_pool": deployment.work_pool_name,
+        "work_queue": deployment.work_queue_name,
+        "image": (deployment.job_variables or {}).get("image"),
+        "entrypoint": deployment.entrypoint,
+        "version": deployment.version,
+        "description": deployment.description,
+        "schedule": schedule,
+        "parameters": deployment.parameters,
+    }
+
+
+def planned_fields(plan: DeploymentPlan) -> dict:
+    """The fields a deploy of `plan` registers, as registered_fields reads them back."""
+    return {
+        "tags": sorted(plan.tags),
+        "work_pool": plan.work_pool,
+        "work_queue": plan.work_queue,
+        "image": plan.image if plan.work_pool_type == "docker" else None,
+        "entrypoint": plan.entrypoint,
+        "version": plan.commit[:12],
+        "description": plan.description,
+        "schedule": plan.schedule,
+        "parameters": plan.parameters,
+    }
+
+
 async def register_deployment(  # pylint: disable=too-many-arguments
     client: PrefectClient,
     plan: DeploymentPlan,
@@ -124,17 +158,18 @@ async def register_deployment(  # pylint: disable=too-many-arguments
     paused: bool,
 ) -> UUID:
     """Create or update the deployment in one API call."""
+    fields = planned_fields(plan)
     flow_id = await client.create_flow_from_name(flow.name)
     return await client.create_deployment(
         flow_id=flow_id,
         name=plan.name,
-        version=plan.commit[:12],
-        description=plan.description,
-        work_pool_name=plan.work_pool,
-        work_queue_name=plan.work_queue,
+        version=fields["version"],
+        description=fields["description"],
+        work_pool_name=fields["work_pool"],
+        work_queue_name=fields["work_queue"],
         tags=plan.tags,
-        entrypoint=plan.entrypoint,
-        parameters=plan.parameters,
+        entrypoint=fields["entrypoint"],
+        parameters=fields["parameters"],
         schedules=schedules(plan, paused),
         paused=paused,
         parameter_openapi_schema=parameter_schema(flow).dict(),

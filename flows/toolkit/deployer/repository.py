@@ -74,14 +74,14 @@ def branch_slug(branch: str) -> str:
     return f"{slug[: _DOCKER_TAG_MAX_LENGTH - 9]}-{digest}".lstrip("-")
 
 
-def label_of(branch: str, settings: Settings) -> str:
+def stage_of(branch: str, settings: Settings) -> str:
     """`main` for the production branch, `dev` for any other."""
     return "main" if branch == settings.main_branch else "dev"
 
 
 def docker_label(branch: str, settings: Settings) -> str:
     """The tag of the image built from `branch`: `main`, or the branch's slug."""
-    return "main" if label_of(branch, settings) == "main" else branch_slug(branch)
+    return "main" if stage_of(branch, settings) == "main" else branch_slug(branch)
 
 
 def _repository_name(

@@ -9,8 +9,9 @@ never a mix. The pull then checks the fetched files against the manifest, so a r
 that was still fetching the old copy as it was removed fails at once instead of running
 with files missing.
 
-A folder here (the embedded default, or a share the workers mount); s3:// in
-object_storage.py; stores.py picks one from the storage root.
+The deploy (commands.py) runs those steps in that order; this module says how each
+is done in a store. A folder here (the embedded default, or a share the workers
+mount); s3:// in s3_storage.py; storage_for picks one from the storage root.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Awaitable, Callable, Iterator
+from typing import Iterator
 
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem as LocalFiles
@@ -33,7 +34,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import LocalFileSystem
 
 from toolkit.deployer import prefect_api
-from toolkit.deployer.errors import UserError
+from toolkit.deployer.errors import UserError, one_line
 from toolkit.deployer.settings import Settings
 
 # Written last into each copy; the run's pull checks every file against it.
@@ -56,7 +57,6 @@ VERIFY_STEP = {
     }
 }
 
-Register = Callable[[list, dict], Awaitable]
 # Modes of a copy in a folder: readable by every user; folders and scripts runnable.
 _READABLE, _RUNNABLE, _EXECUTABLE = 0o644, 0o755, 0o111
 
@@ -75,7 +75,7 @@ def manifest_of(contents: dict[str, bytes]) -> bytes:
     ).encode()
 
 
-class VersionedCopies:
+class FlowStorage:
     """One copy of flows/ per deploy and a block pointing at the current one.
 
     Subclasses say where the copies live: how to reach the store, the block type
@@ -125,7 +125,7 @@ class VersionedCopies:
         try:
             yield
         except self.failures as error:
-            detail = " ".join(str(error).split()) or type(error).__name__
+            detail = one_line(error)
             raise UserError(f"{doing} failed: {detail}") from error
 
     async def current_copy(self, client: PrefectClient, block_name: str) -> str | None:
@@ -138,51 +138,16 @@ class VersionedCopies:
             return None
         return document.data.get("basepath")
 
-    async def publish(  # pylint: disable=too-many-arguments
-        self,
-        client: PrefectClient,
-        plan,
-        flows_dir: Path,
-        register: Register,
-    ):
-        """Write a new copy, register, point the block at it, remove the old copy.
+    def new_copy(self, branch_location: str, commit: str) -> str:
+        """Where a deploy of `commit` writes its copy, below the branch's location."""
+        return f"{branch_location}/{new_copy_name(commit)}"
+
+    async def write_copy(self, flows_dir: Path, files: list[str], copy: str) -> None:
+        """Each file, then the manifest of the very bytes written.
 
         After check(): the store was found fit before anything else was changed.
         """
         filesystem = await self.connected()
-        old_copy = await self.current_copy(client, plan.storage_block)
-        new_copy = f"{plan.storage}/{new_copy_name(plan.commit)}"
-        pointer = self.pointer_to(new_copy)
-        try:
-            self._write_copy(filesystem, flows_dir, plan.files, new_copy)
-            if old_copy is None:  # a first deploy: runs need the block from the start
-                await pointer.save(plan.storage_block, overwrite=True)
-            steps = [await self.fetch_step(client, plan.storage_block), VERIFY_STEP]
-            deployment_id = await register(steps, self.storage_needs())
-        except BaseException:
-            # Put back what was: the failure itself is what the person needs to see.
-            with contextlib.suppress(Exception):
-                self._remove(filesystem, new_copy)
-            if old_copy is None:
-                with contextlib.suppress(Exception):
-                    await prefect_api.delete_block(
-                        plan.storage_block, self.pointer_type
-                    )
-            raise
-        if old_copy is not None:
-            try:
-                await pointer.save(plan.storage_block, overwrite=True)
-            except Exception as error:  # registered: keep both copies, say what to do
-                raise UserError(
-                    f"{plan.name} is registered but its runs still fetch the previous "
-                    f"copy ({type(error).__name__}: pointing the block {plan.storage_block} "
-                    "failed): run deploy again"
-                ) from error
-            self._remove_old_copy(filesystem, old_copy, plan.storage, new_copy)
-        return deployment_id, new_copy
-
-    def _write_copy(self, filesystem, flows_dir: Path, files: list[str], copy: str):
-        """Each file, then the manifest of the very bytes written."""
         target = self.path_of(copy)
         # Read once: a file saved during the deploy cannot differ from its checksum.
         contents = {name: (flows_dir / name).read_bytes() for name in files}
@@ -194,22 +159,43 @@ class VersionedCopies:
             # Last: a copy with its manifest is a whole copy.
             filesystem.pipe(f"{target}/{MANIFEST_NAME}", manifest_of(contents))
 
+    async def pull_steps(self, client: PrefectClient, block_name: str) -> list[dict]:
+        """A run's pull steps: fetch what the block points at, check it is whole."""
+        return [await self.fetch_step(client, block_name), VERIFY_STEP]
+
+    async def point(self, block_name: str, copy: str) -> None:
+        """Point the branch's block at `copy`: the runs that start now fetch it."""
+        await self.pointer_to(copy).save(block_name, overwrite=True)
+
+    async def discard(self, copy: str, block_name: str | None = None) -> None:
+        """Take back a copy whose deployment was not registered (and the block a first
+        deploy made for it); best effort, as the failure itself is what to show."""
+        with contextlib.suppress(Exception):
+            self._remove(await self.connected(), copy)
+        if block_name is not None:
+            with contextlib.suppress(Exception):
+                await prefect_api.delete_block(block_name, self.pointer_type)
+
     def after_copy(self, flows_dir: Path, files: list[str], target: str) -> None:
         """What the store needs once the files are written: nothing by default."""
 
-    def _remove_old_copy(self, filesystem, old_copy: str, storage: str, new_copy: str):
+    async def remove_old_copy(
+        self, old_copy: str, branch_location: str, new_copy: str
+    ) -> None:
+        """Remove the copy the block pointed at before; a failure is a warning, as
+        the deploy itself is done."""
         # Only a copy of this branch's own: never what an edited block points at.
-        if not old_copy.startswith(f"{storage}/") or old_copy == new_copy:
+        if not old_copy.startswith(f"{branch_location}/") or old_copy == new_copy:
             return
         try:
             with self.store_errors(f"removing the old copy {old_copy}"):
-                self._remove(filesystem, old_copy)
+                self._remove(await self.connected(), old_copy)
         except UserError as error:
             print(f"warning: {error}; remove it by hand", file=sys.stderr)
 
     async def stored_files(self, client: PrefectClient, plan) -> set[str]:
         """The files of flows/ in the copy the branch's runs pull now."""
-        current = await self.current_copy(client, plan.storage_block)
+        current = await self.current_copy(client, plan.pointer_block)
         if current is None:
             return set()
         filesystem = await self.connected()
@@ -241,7 +227,7 @@ class VersionedCopies:
             raise OSError(f"{path} was not removed entirely")
 
 
-class LocalStorage(VersionedCopies):
+class FolderStorage(FlowStorage):
     """Copies in a folder the workers can read (a Docker worker mounts it)."""
 
     pointer_type = "local-file-system"
@@ -286,3 +272,19 @@ class LocalStorage(VersionedCopies):
     def storage_needs(self) -> dict:
         """A Docker worker's container sees the folder at the same path, read-only."""
         return {"volumes": [f"{self.root}:{self.root}:ro"]}
+
+
+def storage_for(settings: Settings) -> FlowStorage:
+    """The flow storage FLOWS_STORAGE_ROOT names; a root it cannot use is refused."""
+    if settings.storage_is_s3:
+        # Imported only here: s3fs and botocore are not needed for a folder.
+        # pylint: disable-next=import-outside-toplevel,cyclic-import
+        from toolkit.deployer.s3_storage import S3Storage
+
+        return S3Storage(settings)
+    if "://" in settings.storage_root:
+        raise UserError(
+            f"FLOWS_STORAGE_ROOT {settings.storage_root!r}: use a folder or "
+            "s3://bucket/prefix (S3 or an S3-compatible store)"
+        )
+    return FolderStorage(settings)

@@ -11,6 +11,7 @@ import re
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import ParameterTypeError, SignatureMismatchError
 
+from toolkit.deployer.errors import one_line
 from toolkit.deployer.plan import DeploymentPlan
 
 # Prefect's server refuses these in flow and deployment names (an HTTP 500).
@@ -64,7 +65,7 @@ def _parameter_problems(plan: DeploymentPlan, flow) -> list[str]:
     try:
         flow.validate_parameters(dict(plan.parameters))
     except (ParameterTypeError, SignatureMismatchError) as error:
-        detail = " ".join(str(error).split())
+        detail = one_line(error)
         return [f"production parameters do not fit {flow.name}: {detail}"]
     return []
 

@@ -31,7 +31,7 @@ from toolkit.database import DatabaseConnection
 from toolkit.deployer import prefect_api
 from toolkit.deployer.errors import UserError
 from toolkit.deployer.settings import Settings
-from toolkit.deployer.stores import storage_for
+from toolkit.deployer.storage import storage_for
 from toolkit.sftp import SftpConnection
 
 QUEUES = ("main", "dev")
@@ -267,7 +267,7 @@ class Setup:
                 report(line)
         if self.s3_keys is not None:
             # pylint: disable-next=import-outside-toplevel
-            from toolkit.deployer.object_storage import (
+            from toolkit.deployer.s3_storage import (
                 CREDENTIALS_BLOCK_TYPE,
                 S3Credentials,
             )

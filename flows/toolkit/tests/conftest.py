@@ -134,7 +134,7 @@ def s3_bucket(s3_server, prefect_api_url, tmp_path, monkeypatch):
     so the deployer and the workers can only use the block.
     """
     # pylint: disable-next=import-outside-toplevel
-    from toolkit.deployer.object_storage import S3Credentials
+    from toolkit.deployer.s3_storage import S3Credentials
 
     del prefect_api_url  # the block is saved on the session's server
     suffix = tmp_path.name[-20:].lower().replace("_", "-")

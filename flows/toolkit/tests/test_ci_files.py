@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toolkit.deployer.lifecycle import find_flow_files
 
 REPOSITORY_DIR = Path(__file__).resolve().parents[3]
 TOOLS_BIN = Path(sys.executable).parent

@@ -159,7 +159,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(checkout, capsys, monkeypat
     slug = branch_slug("feature/plan")
     assert plan["name"] == f"demo | {slug} | fixture_flow"
     assert plan["flow"] == "fixture-flow"
-    assert (plan["branch"], plan["label"], plan["tags"]) == (
+    assert (plan["branch"], plan["stage"], plan["tags"]) == (
         "feature/plan",
         "dev",
         ["dev"],
@@ -168,7 +168,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(checkout, capsys, monkeypat
     assert plan["work_queue"] == "dev"
     assert plan["image"] == f"localhost:5000/{REPO_NAME}:main"
     storage_root = Path(os.environ["FLOWS_STORAGE_ROOT"])
-    assert plan["storage"] == str(storage_root / "dev" / REPO_NAME / slug)
+    assert plan["storage_location"] == str(storage_root / "dev" / REPO_NAME / slug)
     assert plan["files"] == expected_files(checkout)
     assert not storage_root.exists()
     assert not (checkout / ".prefectignore").exists()

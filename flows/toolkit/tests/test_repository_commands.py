@@ -5,7 +5,12 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_NAME, git
-from deploy_helpers import call_command_line, count_deployments, read_deployment
+from deploy_helpers import (
+    call_command_line,
+    count_deployments,
+    read_deployment,
+    stored_files,
+)
 
 from toolkit import cli
 from toolkit.deployer.repository import branch_slug
@@ -30,13 +35,25 @@ def test_deploy_all_deploys_every_flow_file(checkout, capsys, monkeypatch):
     """Every flows/*.py ending with the command line gets its deployment."""
     git(checkout, "switch", "-q", "-c", "feature/two")
     add_second_flow(checkout)
-    code, _, err = run_repository_command(
+    code, out, err = run_repository_command(
         checkout, "deploy-all", capsys=capsys, monkeypatch=monkeypatch
     )
     assert (code, err) == (0, "")
     slug = branch_slug("feature/two")
-    assert read_deployment(f"demo | {slug} | fixture_flow") is not None
-    assert read_deployment(f"demo | {slug} | second_flow") is not None
+    first = read_deployment(f"demo | {slug} | fixture_flow")
+    second = read_deployment(f"demo | {slug} | second_flow")
+    assert first is not None and second is not None
+    # One copy for the branch, written once, and both deployments pull it.
+    branch_storage = Path(os.environ["FLOWS_STORAGE_ROOT"]) / "dev" / REPO_NAME / slug
+    assert "second_flow.py" in stored_files(branch_storage)
+    assert first.pull_steps == second.pull_steps
+    assert out.count("files from flows/ copied to") == 2
+    assert (
+        len(
+            {line.rsplit(" ", 1)[1] for line in out.splitlines() if "copied to" in line}
+        )
+        == 1
+    )
 
 
 @pytest.mark.usefixtures("prefect_api_url")

@@ -21,7 +21,7 @@ from deploy_helpers import (
 from test_deploy import expected_files
 
 import local_prefect
-from toolkit.deployer.plan import relative_storage_path, storage_block_name
+from toolkit.deployer.plan import relative_storage_path, pointer_block_name
 from toolkit.deployer.repository import branch_slug
 from toolkit.deployer.storage import MANIFEST_NAME, VERIFY_STEP
 
@@ -47,7 +47,7 @@ def pointer_of(relative: str) -> str:
     # pylint: disable-next=import-outside-toplevel
     from prefect.filesystems import RemoteFileSystem
 
-    return RemoteFileSystem.load(storage_block_name(relative)).basepath
+    return RemoteFileSystem.load(pointer_block_name(relative)).basepath
 
 
 def test_deploy_to_s3_uploads_flows_minus_ignored_files(checkout, s3_bucket, capsys):
@@ -74,7 +74,7 @@ def test_deploy_to_s3_uploads_flows_minus_ignored_files(checkout, s3_bucket, cap
     block = f"prefect.blocks.flows-s3-credentials.{s3_bucket.credentials_block}"
     assert pull == {
         "url": "{{ prefect.blocks.remote-file-system."
-        f"{storage_block_name(relative)}.basepath }}}}",
+        f"{pointer_block_name(relative)}.basepath }}}}",
         "key": f"{{{{ {block}.aws_access_key_id }}}}",
         "secret": f"{{{{ {block}.aws_secret_access_key }}}}",
         "client_kwargs": {"endpoint_url": s3_bucket.endpoint_url},

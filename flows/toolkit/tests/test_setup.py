@@ -9,7 +9,7 @@ from prefect.client.orchestration import get_client
 
 from toolkit import connections
 import util
-from toolkit.deployer.object_storage import S3Credentials
+from toolkit.deployer.s3_storage import S3Credentials
 from toolkit.sftp import open_sftp
 
 DATABASE_URL = "postgresql+psycopg2://reader@db.example.edu:5432/warehouse"

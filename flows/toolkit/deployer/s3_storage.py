@@ -24,9 +24,9 @@ from prefect.filesystems import RemoteFileSystem
 from pydantic.v1 import Field, SecretStr
 
 from toolkit.deployer import prefect_api
-from toolkit.deployer.errors import UserError
+from toolkit.deployer.errors import UserError, one_line
 from toolkit.deployer.settings import S3_SCHEME, Settings
-from toolkit.deployer.storage import VersionedCopies
+from toolkit.deployer.storage import FlowStorage
 
 # What Prefect accepts as a block name.
 _BLOCK_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -50,7 +50,7 @@ def credential_chain_found() -> bool:
     try:
         return botocore.session.Session().get_credentials() is not None
     except BotoCoreError as error:  # a profile that does not exist, half a key, ...
-        detail = " ".join(str(error).split())
+        detail = one_line(error)
         raise UserError(f"reading the AWS credentials failed: {detail}") from error
 
 
@@ -59,7 +59,7 @@ def _key_path(url: str) -> str:
     return url[len(S3_SCHEME) :].rstrip("/")
 
 
-class S3Storage(VersionedCopies):
+class S3Storage(FlowStorage):
     """Copies of flows/ below an s3:// storage root."""
 
     pointer_type = "remote-file-system"
