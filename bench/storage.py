@@ -20,7 +20,6 @@ import io
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,36 +40,12 @@ from prefect.deployments.steps.core import run_steps  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
 import local_prefect  # noqa: E402
-from fixture_checkout import lay_out_flows  # noqa: E402
+from fixture_checkout import make_git_checkout  # noqa: E402
 import services  # noqa: E402
 import util  # noqa: E402
 
 BRANCH = "bench-storage"
 DEPLOYMENT = "fixture-flow/template | bench-storage | fixture_flow"
-
-
-def make_checkout(folder: Path) -> Path:
-    """A git checkout holding the toolkit and its fixture flow, on a dev branch."""
-    checkout = folder / "template"
-    lay_out_flows(checkout / "flows")
-    identity = {
-        "GIT_AUTHOR_NAME": "bench",
-        "GIT_AUTHOR_EMAIL": "bench@example.invalid",
-        "GIT_COMMITTER_NAME": "bench",
-        "GIT_COMMITTER_EMAIL": "bench@example.invalid",
-    }
-    for command in (
-        ["init", "-q", "-b", BRANCH],
-        ["add", "-A"],
-        ["commit", "-q", "-m", "bench"],
-    ):
-        subprocess.run(
-            ["git", *command],
-            cwd=checkout,
-            check=True,
-            env={**os.environ, **identity},
-        )
-    return checkout
 
 
 def timed_deploy(checkout: Path) -> float:
@@ -137,7 +112,7 @@ def main(arguments: list[str]) -> None:
                 AWS_ACCESS_KEY_ID="bench",
                 AWS_SECRET_ACCESS_KEY="bench",
             )
-            checkout = make_checkout(folder)
+            checkout = make_git_checkout(folder, BRANCH)
             os.environ["FLOWS_STORAGE_ROOT"] = str(folder / "storage")
             local = measure(checkout, folder, options.repeat)
             s3fs.S3FileSystem(

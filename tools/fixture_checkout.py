@@ -5,7 +5,9 @@ files. Never the example: that is the team's, and the first thing a copy deletes
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 REPOSITORY_DIR = Path(__file__).resolve().parents[1]
@@ -20,3 +22,27 @@ def lay_out_flows(flows: Path) -> None:
     shutil.copytree(TOOLKIT_DIR, flows / "toolkit", ignore=CACHES)
     shutil.copy(REPOSITORY_DIR / "flows" / "util.py", flows / "util.py")
     shutil.copytree(FIXTURE_FLOWS_DIR, flows, ignore=CACHES, dirs_exist_ok=True)
+
+
+def make_git_checkout(folder: Path, branch: str) -> Path:
+    """A git checkout `folder/template` of laid-out flows/, committed on `branch`."""
+    checkout = folder / "template"
+    lay_out_flows(checkout / "flows")
+    identity = {
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@example.invalid",
+    }
+    for command in (
+        ["init", "-q", "-b", branch],
+        ["add", "-A"],
+        ["commit", "-q", "-m", "bench"],
+    ):
+        subprocess.run(
+            ["git", *command],
+            cwd=checkout,
+            check=True,
+            env={**os.environ, **identity},
+        )
+    return checkout
