@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixture_checkout import lay_out_flows
 
 
 REPOSITORY_DIR = Path(__file__).resolve().parents[3]
@@ -73,11 +74,15 @@ def test_every_import_is_declared_and_nothing_unused():
 def test_an_undeclared_import_is_caught(tmp_path):
     """On a copy, a flow importing a package missing from requirements.txt fails."""
     copy = tmp_path / "repository"
-    shutil.copytree(
-        REPOSITORY_DIR,
-        copy,
-        ignore=shutil.ignore_patterns(".venv", ".local", ".git", "__pycache__"),
-    )
+    for name in (
+        "pyproject.toml",
+        "image/requirements.txt",
+        "image/requirements-template.txt",
+    ):
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPOSITORY_DIR / name, copy / name)
+    lay_out_flows(copy / "flows")
+    assert run_tool(TOOLS_BIN / "deptry", "flows", cwd=copy).returncode == 0
     with open(copy / "flows" / "fixture_flow.py", "a", encoding="utf-8") as flow:
         flow.write("\nimport requests  # noqa\n")
     result = run_tool(TOOLS_BIN / "deptry", "--no-ansi", "flows", cwd=copy)
@@ -107,16 +112,78 @@ def make_commands(target: str, *variables: str) -> str:
     return result.stdout
 
 
-def test_pr_checks_run_black_pylint_and_pytest():
-    """The PR job runs .ci/run, which runs `make test`: black, pylint >= 8.5, pytest."""
-    assert workflow_runs("pr-checks.yml") == ["bash .ci/run"]
+def workflow_steps(name: str) -> list[dict]:
+    """Every step of every job of a workflow."""
+    workflow = yaml.safe_load(
+        (REPOSITORY_DIR / ".github" / "workflows" / name).read_text()
+    )
+    return [step for job in workflow["jobs"].values() for step in job["steps"]]
+
+
+def test_pr_checks_run_the_team_checks_always_and_the_toolkit_suite_on_change():
+    """The PR job runs the copy's checks, then the toolkit's suite only when a
+    template path changed or in the template repository itself."""
+    steps = workflow_steps("pr-checks.yml")
+    assert steps[0]["with"]["fetch-depth"] == 0, "the change is compared with its base"
+    runs = [step.get("run", "") for step in steps]
+    assert "bash .ci/run team" in runs
+    [decide] = [step for step in steps if "template-changed" in step.get("run", "")]
+    assert "is_template" in decide["env"]["IS_TEMPLATE"]
+    [template_suite] = [
+        step for step in steps if step.get("run") == "bash .ci/run template"
+    ]
+    assert template_suite["if"] == f"steps.{decide['id']}.outputs.changed == 'true'"
+
+
+def test_ci_run_runs_both_suites_with_services_required():
+    """`.ci/run` alone (as CI calls it) runs make test and make test-template."""
     ci_run = (REPOSITORY_DIR / ".ci" / "run").read_text()
     assert "export REQUIRE_SERVICES=1" in ci_run
-    assert re.search(r"^make test$", ci_run, re.M)
+    assert "suites=(team template)" in ci_run
+    assert re.search(r"team\) make test ;;", ci_run)
+    assert re.search(r"template\) install_services && make test-template ;;", ci_run)
+
+
+def test_make_test_lints_and_tests_the_team_files_only():
+    """make test: black and pylint >= 8.5 on flows/ without the toolkit, the checks of
+    the workflows, the Dockerfile and the dependencies, then pytest (team tests and the
+    toolkit's checks of every copy)."""
     commands = make_commands("test")
-    assert "-m black --check flows" in commands
-    assert "-m pylint --fail-under=8.5 flows" in commands
+    assert "-m black --check --extend-exclude '^/flows/toolkit/' flows" in commands
+    assert "-m pylint --fail-under=8.5 --ignore-paths='^flows/toolkit/.*$' flows" in (
+        commands
+    )
+    for check in ("check-jsonschema", "hadolint image/Dockerfile", "deptry flows"):
+        assert check in commands
     assert re.search(r"^\S+python -m pytest$", commands, re.M)
+    testpaths = (REPOSITORY_DIR / "pytest.ini").read_text()
+    assert "testpaths = flows/tests flows/toolkit/checks" in testpaths
+
+
+def test_make_test_template_lints_and_tests_the_toolkit():
+    """make test-template: black and pylint on the template's Python, then the
+    toolkit's real-server suite."""
+    commands = make_commands("test-template")
+    assert "-m black --check flows/toolkit flows/util.py tools bench" in commands
+    assert "-m pylint --fail-under=8.5 flows/toolkit flows/util.py tools bench" in (
+        commands
+    )
+    assert re.search(r"-m pytest -n \d+ flows/toolkit/tests$", commands, re.M)
+
+
+def test_the_image_installs_both_requirement_lists_and_rebuilds_on_either():
+    """The image copies the team's list and the template's it includes, and the image
+    workflow runs when either changes."""
+    team = (REPOSITORY_DIR / "image" / "requirements.txt").read_text()
+    assert "-r requirements-template.txt" in team.splitlines()
+    dockerfile = (REPOSITORY_DIR / "image" / "Dockerfile").read_text()
+    assert "COPY requirements.txt requirements-template.txt /opt/flows/" in dockerfile
+    assert "-r /opt/flows/requirements.txt" in dockerfile
+    workflow = yaml.safe_load(
+        (REPOSITORY_DIR / ".github" / "workflows" / "image.yml").read_text()
+    )
+    # yaml reads the key `on` as True.
+    assert "image/**" in workflow[True]["push"]["paths"]
 
 
 @pytest.mark.parametrize(
