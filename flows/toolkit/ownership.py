@@ -15,6 +15,9 @@ from pathlib import Path
 from toolkit.deployer.errors import UserError
 
 PATHS_FILE = "flows/toolkit/template-paths.txt"
+# The team's own additions to the [team] lines (a docs/ folder, say): a file of the
+# team's, so that declaring one never means editing a template file.
+TEAM_PATHS_FILE = "team-paths.txt"
 _SECTIONS = {"[template]": "template", "[team]": "team"}
 
 
@@ -67,7 +70,8 @@ def _names(line: str, path: str) -> bool:
 
 
 def read_ownership(top_level: Path) -> Ownership:
-    """The ownership a repository's own template-paths.txt declares."""
+    """The ownership a repository's own template-paths.txt declares, with the team's
+    paths of its team-paths.txt, if it has one."""
     path = Path(top_level) / PATHS_FILE
     try:
         text = path.read_text(encoding="utf-8")
@@ -75,7 +79,14 @@ def read_ownership(top_level: Path) -> Ownership:
         raise UserError(
             f"{PATHS_FILE} is missing: restore it from the template's release"
         ) from error
-    return Ownership.parse(text)
+    ownership = Ownership.parse(text)
+    team_file = Path(top_level) / TEAM_PATHS_FILE
+    if not team_file.is_file():
+        return ownership
+    added = Ownership.parse(
+        "[team]\n" + team_file.read_text(encoding="utf-8"), TEAM_PATHS_FILE
+    )
+    return Ownership(ownership.template, ownership.team + added.team)
 
 
 def repository_files(top_level: Path) -> list[str]:

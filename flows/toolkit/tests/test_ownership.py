@@ -45,6 +45,10 @@ def test_a_file_named_by_neither_section_is_reported(tmp_path):
 
     assert unowned_files(tmp_path) == [".gitignore", "stray.txt"]
 
+    # The team names its own paths in a file of its own, never a template file.
+    (tmp_path / "team-paths.txt").write_text("stray.txt\nteam-paths.txt\n", "utf-8")
+    assert unowned_files(tmp_path) == [".gitignore"]
+
 
 def test_the_template_claims_no_team_file():
     """The example flow, its data and SQL, and the team's tests are the team's."""
