@@ -16,8 +16,9 @@ DEMO_POOL := local-process
 DEMO_ENV := PREFECT_API_URL=http://127.0.0.1:$(DEMO_PORT)/api \
 	FLOWS_WORK_POOL=$(DEMO_POOL) FLOWS_WORK_POOL_TYPE=process \
 	FLOWS_STORAGE_ROOT=$(CURDIR)/.local/flow-storage FLOWS_OUTPUT_DIR=$(CURDIR)/.local/output
-# `make demo` deploys and runs this flow file.
-DEMO_FLOW ?= flows/example_flow.py
+# `make demo` deploys and runs this flow file: the first of flows/ (any file that
+# ends with util.run_flow_command_line_interface), or DEMO_FLOW=flows/x.py.
+DEMO_FLOW ?= $(firstword $(shell grep -l '^ *util\.run_flow_command_line_interface' flows/*.py))
 # The team's Python is flows/ without the toolkit; the template's is the toolkit,
 # util.py, tools/ and bench/, linted by test-template.
 TOOLKIT := flows/toolkit

@@ -33,7 +33,7 @@ def _import_flow_module(flow_path: Path):
     main_file = getattr(main, "__file__", None)
     if main_file and Path(main_file).resolve() == flow_path:
         return main
-    # A private name: two checkouts may each hold an example_flow.py.
+    # A private name: two checkouts may each hold a flow file of the same name.
     digest = hashlib.sha256(str(flow_path).encode()).hexdigest()[:8]
     spec = importlib.util.spec_from_file_location(
         f"_flows_{flow_path.stem}_{digest}", flow_path

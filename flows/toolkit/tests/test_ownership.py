@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 
 from toolkit.deployer.errors import UserError
-from toolkit.ownership import PATHS_FILE, Ownership, read_ownership, unowned_files
+from toolkit.ownership import (
+    PATHS_FILE,
+    Ownership,
+    read_ownership,
+    repository_files,
+    unowned_files,
+)
 
 REPOSITORY_DIR = Path(__file__).resolve().parents[3]
 TEAM_EXAMPLES = (
@@ -64,6 +70,36 @@ def test_the_template_settings_name_no_example():
     """pyproject.toml is the template's: a copy deletes the example it would name."""
     text = (REPOSITORY_DIR / "pyproject.toml").read_text(encoding="utf-8")
     assert "example_flow" not in text
+
+
+# What the template may say of the example: the guide tells how to delete it, and the
+# tests of the upgrade and of day one delete it from a copy.
+MAY_NAME_THE_EXAMPLE = {
+    "flows/toolkit/GUIDE.md",
+    "flows/toolkit/tests/test_first_flow.py",
+    "flows/toolkit/tests/test_ownership.py",
+    "flows/toolkit/tests/test_upgrade.py",
+}
+
+
+def test_no_template_file_names_a_team_module():
+    """The template's files work in a copy without the example: none names its
+    modules (the Makefile's demo finds the first flow file, the benchmarks and tests
+    use the toolkit's fixture flow)."""
+    ownership = read_ownership(REPOSITORY_DIR)
+    naming = [
+        path
+        for path in repository_files(REPOSITORY_DIR)
+        if ownership.owner_of(path) == "template"
+        and path not in MAY_NAME_THE_EXAMPLE
+        and (REPOSITORY_DIR / path).is_file()
+        and any(
+            module
+            in (REPOSITORY_DIR / path).read_text(encoding="utf-8", errors="replace")
+            for module in ("example_flow", "sample_data")
+        )
+    ]
+    assert not naming, f"template files naming the example: {naming}"
 
 
 @pytest.mark.parametrize(
