@@ -29,9 +29,15 @@ DEFAULT_IGNORE_PATTERNS = (
     ".env",
     "*.secret",
 )
-# What of the toolkit a run never needs, left out whatever .prefectignore says: the
-# toolkit's tests, checks and documents stay in the repository.
-TOOLKIT_NEVER_DEPLOYED = ("toolkit/tests/", "toolkit/checks/", "toolkit/*.md")
+# What of the toolkit a run never needs, left out whatever .prefectignore says: its
+# tests and checks, its documents, and the release's record and ownership list.
+TOOLKIT_NEVER_DEPLOYED = (
+    "toolkit/tests/",
+    "toolkit/checks/",
+    "toolkit/*.md",
+    "toolkit/*.txt",
+    "toolkit/*.json",
+)
 _DOCKER_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _GITHUB_OWNER = re.compile(r"github\.com[/:]([^/]+)/")
 

@@ -33,7 +33,7 @@ EXPECTED_FILES = [
 
 def expected_files(checkout: Path) -> list[str]:
     """flows/ of the checkout minus what .prefectignore excludes (tests, caches) and
-    the toolkit's checks and documents."""
+    what of the toolkit a run never needs (checks, documents, release record)."""
     flows = checkout / "flows"
     return sorted(
         path.relative_to(flows).as_posix()
@@ -42,7 +42,10 @@ def expected_files(checkout: Path) -> list[str]:
         and not {"tests", "checks"} & set(path.relative_to(flows).parts)
         and "__pycache__" not in path.parts
         and path.suffix != ".pyc"
-        and not (path.parent == flows / "toolkit" and path.suffix == ".md")
+        and not (
+            path.parent == flows / "toolkit"
+            and path.suffix in (".md", ".txt", ".json")
+        )
     )
 
 
