@@ -43,8 +43,7 @@ def expected_files(checkout: Path) -> list[str]:
         and "__pycache__" not in path.parts
         and path.suffix != ".pyc"
         and not (
-            path.parent == flows / "toolkit"
-            and path.suffix in (".md", ".txt", ".json")
+            path.parent == flows / "toolkit" and path.suffix in (".md", ".txt", ".json")
         )
     )
 
