@@ -17,24 +17,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPOSITORY_DIR = Path(__file__).resolve().parent.parent
-FIXTURE_FLOWS_DIR = REPOSITORY_DIR / "flows" / "toolkit" / "tests" / "fixture_flows"
-sys.path[:0] = [str(REPOSITORY_DIR / "flows"), str(REPOSITORY_DIR / "tools")]
-sys.path.append(str(FIXTURE_FLOWS_DIR))
-# Prefect reads these when imported: keep its state out of ~/.prefect, and stay offline.
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="bench-prefect-")
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+from bench_environment import FIXTURE_FLOWS_DIR  # isort: skip
 
 # pylint: disable=wrong-import-position
 from prefect import flow  # noqa: E402
 from prefect.blocks.system import Secret  # noqa: E402
-from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 
 import local_prefect  # noqa: E402
@@ -135,14 +125,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     options = parser.parse_args()
     # Deployed flows talk to a Prefect server in another process: so does this one.
-    server, api_url = local_prefect.start_server(
-        Path(os.environ["PREFECT_HOME"]) / "server", services.free_port()
-    )
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            together, in_order = measure(options.wait, options.repeat)
-    finally:
-        local_prefect.stop_process(server)
+    home = Path(os.environ["PREFECT_HOME"]) / "server"
+    with local_prefect.serving(home, services.free_port()):
+        together, in_order = measure(options.wait, options.repeat)
     print(f"each extract waits {options.wait:.2f} s in the database")
     print(f"best of {options.repeat}    extracts   whole flow run")
     print(f"four together   {together[0]:6.2f} s   {together[1]:6.2f} s")

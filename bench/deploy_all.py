@@ -23,15 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPOSITORY_DIR = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPOSITORY_DIR / "flows"), str(REPOSITORY_DIR / "tools")]
-# Prefect reads these when imported: keep its state out of ~/.prefect, and stay offline.
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="bench-prefect-")
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+import bench_environment  # noqa: F401  pylint: disable=unused-import
 
 # pylint: disable=wrong-import-position
-from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
 import local_prefect  # noqa: E402
 import services  # noqa: E402
@@ -87,11 +81,9 @@ def main(arguments: list[str]) -> None:
     parser.add_argument("--repeat", type=int, default=3)
     options = parser.parse_args(arguments)
     folder = Path(tempfile.mkdtemp(prefix="bench-deploy-all-"))
-    process, url = local_prefect.start_server(folder / "prefect", services.free_port())
     try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        with local_prefect.serving(folder / "prefect", services.free_port()):
             os.environ.update(
-                PREFECT_API_URL=url,
                 FLOWS_WORK_POOL="bench-process",
                 FLOWS_WORK_POOL_TYPE="process",
                 FLOWS_REPO_NAME="acme-data-flows-bench",
@@ -105,8 +97,6 @@ def main(arguments: list[str]) -> None:
             ten = median_seconds(deploy_all, checkout, options.repeat)
             each = median_seconds(deploy_each, checkout, options.repeat)
     finally:
-        if process is not None:
-            local_prefect.stop_process(process)
         shutil.rmtree(folder, ignore_errors=True)
     print(f"deploy-all, 1 flow file    {one:.2f} s")
     print(f"deploy-all, 10 flow files  {ten:.2f} s (one copy)")

@@ -25,19 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
-REPOSITORY_DIR = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPOSITORY_DIR / "flows"), str(REPOSITORY_DIR / "tools")]
-# Prefect reads these when imported: keep its state out of ~/.prefect, and stay offline.
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="bench-prefect-")
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+import bench_environment  # noqa: F401  pylint: disable=unused-import
+
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 # pylint: disable=wrong-import-position
 import s3fs  # noqa: E402
 from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.deployments.steps.core import run_steps  # noqa: E402
-from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
 import local_prefect  # noqa: E402
 from fixture_checkout import make_git_checkout  # noqa: E402
@@ -99,13 +94,11 @@ def main(arguments: list[str]) -> None:
     parser.add_argument("--repeat", type=int, default=5)
     options = parser.parse_args(arguments)
     folder = Path(tempfile.mkdtemp(prefix="bench-storage-"))
-    process, url = local_prefect.start_server(folder / "prefect", services.free_port())
     try:
-        with temporary_settings(
-            updates={PREFECT_API_URL: url}
+        with local_prefect.serving(
+            folder / "prefect", services.free_port()
         ), services.running_s3_server() as s3_server:
             os.environ.update(
-                PREFECT_API_URL=url,
                 FLOWS_WORK_POOL="bench-process",
                 FLOWS_WORK_POOL_TYPE="process",
                 FLOWS_REPO_NAME="acme-data-flows-template",
@@ -122,8 +115,6 @@ def main(arguments: list[str]) -> None:
             os.environ["FLOWS_S3_ENDPOINT_URL"] = s3_server.endpoint_url
             on_s3 = measure(checkout, folder, options.repeat)
     finally:
-        if process is not None:
-            local_prefect.stop_process(process)
         shutil.rmtree(folder, ignore_errors=True)
     print(f"copy of flows/: {local['files']} files, {local['bytes']} bytes")
     for name, figures in (("local", local), ("s3", on_s3)):

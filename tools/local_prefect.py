@@ -172,6 +172,29 @@ async def _run_and_wait(deployment_name: str, timeout: float, parameters: dict):
         return flow_run
 
 
+@contextmanager
+def serving(home: Path, port: int) -> Iterator[str]:
+    """A server of its own in `home` on `port` for a benchmark: its API URL, which this
+    process and its children use (PREFECT_API_URL) until the block ends; then it stops.
+    """
+    # pylint: disable=import-outside-toplevel
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    process, url = start_server(home, port)
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+        if process is not None:
+            stop_process(process)
+
+
 def run_deployment_once(  # pylint: disable=too-many-arguments
     deployment_name: str, pool: str, url: str, log_path: Path, parameters=None
 ):

@@ -4,9 +4,10 @@ imports every module a run may load. deptry, in `make lint`, proves the other ha
 every import declared, nothing declared unused.
 """
 
-import subprocess
 import sys
 from pathlib import Path
+
+from run_tool import run_tool
 
 REPOSITORY_DIR = Path(__file__).resolve().parents[3]
 FLOWS_DIR = REPOSITORY_DIR / "flows"
@@ -30,32 +31,20 @@ def runtime_modules() -> list[str]:
     return modules
 
 
-def run(*command, cwd=REPOSITORY_DIR) -> subprocess.CompletedProcess:
-    """A command's result, its output kept for the assertion message."""
-    return subprocess.run(
-        [str(part) for part in command],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
 def test_requirements_alone_import_every_flow_module(tmp_path):
     """A fresh virtual environment from image/requirements.txt imports all of flows/."""
     environment = tmp_path / "venv"
-    created = run(UV, "venv", "--quiet", "--python", sys.executable, environment)
+    created = run_tool(UV, "venv", "--quiet", "--python", sys.executable, environment)
     assert created.returncode == 0, created.stderr
     python = environment / "bin" / "python"
     requirements = REPOSITORY_DIR / "image" / "requirements.txt"
-    installed = run(
+    installed = run_tool(
         UV, "pip", "install", "--quiet", "--python", python, "-r", requirements
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
     modules = runtime_modules()
     assert "toolkit.deployer.commands" in modules and "util" in modules
-    importing = run(
+    importing = run_tool(
         python,
         "-c",
         "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]",

@@ -9,23 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 from fixture_checkout import lay_out_flows
+from run_tool import run_tool
 
 
 REPOSITORY_DIR = Path(__file__).resolve().parents[3]
 TOOLS_BIN = Path(sys.executable).parent
 WORKFLOWS = sorted((REPOSITORY_DIR / ".github" / "workflows").glob("*.yml"))
-
-
-def run_tool(*command, cwd=REPOSITORY_DIR) -> subprocess.CompletedProcess:
-    """A check's command, its output kept for the assertion message."""
-    return subprocess.run(
-        [str(part) for part in command],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 def check_workflows(*files) -> subprocess.CompletedProcess:
