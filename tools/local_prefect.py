@@ -126,17 +126,30 @@ def stop_server(home: Path) -> bool:
     return True
 
 
+def worker_command(pool: str, name: str | None, limit: int | None) -> list[str]:
+    """`prefect worker start` for `pool`, named and limited when asked."""
+    command = [PREFECT_EXECUTABLE, "worker", "start", "--pool", pool]
+    if name is not None:
+        command += ["--name", name]
+    if limit is not None:
+        command += ["--limit", str(limit)]
+    return command
+
+
 @contextmanager
-def running_worker(pool: str, url: str, log_path: Path) -> Iterator[None]:
+def running_worker(
+    pool: str, url: str, log_path: Path, *, name=None, limit=None
+) -> Iterator[subprocess.Popen]:
     """A worker of `pool` polling every second, stopped when the block ends.
 
     It starts in the log's folder, not in a checkout: what it runs comes from the
-    deployment's pull step alone.
+    deployment's pull step alone. `name` shows in its runs' logs; `limit` caps the
+    runs it executes at once.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         worker = subprocess.Popen(  # pylint: disable=consider-using-with
-            [PREFECT_EXECUTABLE, "worker", "start", "--pool", pool],
+            worker_command(pool, name, limit),
             env=quiet_environment(
                 PREFECT_API_URL=url,
                 PREFECT_WORKER_QUERY_SECONDS="1",
@@ -149,7 +162,7 @@ def running_worker(pool: str, url: str, log_path: Path) -> Iterator[None]:
             cwd=log_path.parent,
         )
     try:
-        yield
+        yield worker
     finally:
         stop_process(worker)
 

@@ -228,8 +228,11 @@ def _print_summary(plan: DeploymentPlan, deployment_id, copy, kept_paused) -> No
     kind = "production" if plan.is_production else f"dev ({plan.branch})"
     print(f"Deployed {plan.flow}/{plan.name} as {kind}, tags {plan.tags}")
     print(f"  runs on work pool {plan.work_pool}, queue {plan.work_queue}")
-    if plan.work_pool_type == "docker":
+    if plan.work_pool_type in prefect_api.IMAGE_POOL_TYPES:
         print(f"  image {plan.image}")
+    if plan.kubernetes_namespace:
+        requests = plan.resource_requests or "none"
+        print(f"  namespace {plan.kubernetes_namespace}, requests {requests}")
     print(f"  code: {len(plan.files)} files from flows/ copied to {copy}")
     if plan.schedule:
         print(f"  schedule {plan.schedule['cron']} ({plan.schedule['timezone']})")

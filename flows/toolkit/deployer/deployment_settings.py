@@ -5,10 +5,13 @@
         production_parameters={"env": "prod"}, tags=("registrar",),
         source_systems=("Student database",), sink_systems=("Partner SFTP",),
         customer_contact="Jane Doe <jane.doe@example.edu>",
+        cpu_request="500m", memory_request="1Gi",
     )
 
 Schedule, production parameters and extra tags apply on main only: a dev deployment is
-never scheduled, and runs with the flow's defaults unless a run says otherwise.
+never scheduled, and runs with the flow's defaults unless a run says otherwise. The
+cpu and memory requests apply on a Kubernetes work pool, on every branch (Kubernetes
+quantities: cpu `500m` or `2`, memory `512Mi` or `1Gi`); other pools have no such knob.
 """
 
 from __future__ import annotations
@@ -28,6 +31,17 @@ class DeploymentSettings:  # pylint: disable=too-many-instance-attributes
     source_systems: tuple[str, ...] = ()
     sink_systems: tuple[str, ...] = ()
     customer_contact: str | None = None
+    cpu_request: str | None = None
+    memory_request: str | None = None
+
+    @property
+    def resource_requests(self) -> dict[str, str]:
+        """The requests set, by job variable name (`cpu_request`, `memory_request`)."""
+        requests = {
+            "cpu_request": self.cpu_request,
+            "memory_request": self.memory_request,
+        }
+        return {name: value for name, value in requests.items() if value is not None}
 
     def describe(self, flow_description: str | None) -> str:
         """The deployment's description: the flow's docstring, then the facts."""

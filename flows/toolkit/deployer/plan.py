@@ -13,6 +13,7 @@ from prefect.utilities.filesystem import filter_files
 from toolkit.deployer.repository import Repository, branch_slug, stage_of
 from toolkit.deployer.deployment_settings import NO_SETTINGS, DeploymentSettings
 from toolkit.deployer.errors import UserError
+from toolkit.deployer.kubernetes import POOL_TYPE as KUBERNETES_POOL_TYPE
 from toolkit.deployer.settings import Settings
 
 IGNORE_FILE_NAME = ".prefectignore"
@@ -59,6 +60,8 @@ class DeploymentPlan:  # pylint: disable=too-many-instance-attributes
     work_pool_type: str
     work_queue: str
     image: str
+    kubernetes_namespace: str | None
+    resource_requests: dict[str, str]
     storage_location: str
     pointer_block: str
     files: list[str]
@@ -174,6 +177,20 @@ def _main_only(settings: DeploymentSettings) -> list[str]:
     return left_out
 
 
+def _schedule(settings: DeploymentSettings) -> dict | None:
+    """The production schedule the flow declares, if any."""
+    if not settings.schedule:
+        return None
+    return {"cron": settings.schedule, "timezone": settings.timezone}
+
+
+def _kubernetes_namespace(settings: Settings) -> str | None:
+    """Where a Kubernetes pool's runs start; None on any other pool."""
+    if settings.work_pool_type != KUBERNETES_POOL_TYPE:
+        return None
+    return settings.kubernetes_namespace
+
+
 def build_plan(  # pylint: disable=too-many-arguments
     *,
     settings: Settings,
@@ -190,12 +207,6 @@ def build_plan(  # pylint: disable=too-many-arguments
     short_name = short_repository_name(repository.name, settings.repo_name_marker)
     registry = docker_registry(settings, repository)
     production = stage == "main"
-    schedule = None
-    if production and deployment_settings.schedule:
-        schedule = {
-            "cron": deployment_settings.schedule,
-            "timezone": deployment_settings.timezone,
-        }
     return DeploymentPlan(
         name=f"{deployment_name_prefix(short_name, slug)}{flow_path.stem}",
         flow=flow.name,
@@ -210,13 +221,15 @@ def build_plan(  # pylint: disable=too-many-arguments
         work_pool_type=settings.work_pool_type,
         work_queue=stage,
         image=f"{registry}/{repository.name.lower()}:{image_tag(docker_label, stage)}",
+        kubernetes_namespace=_kubernetes_namespace(settings),
+        resource_requests=deployment_settings.resource_requests,
         storage_location=settings.storage_location(relative_storage),
         pointer_block=pointer_block_name(relative_storage),
         files=list_deployable_files(
             flow_path.parent, read_ignore_patterns(repository.top_level)
         ),
         description=deployment_settings.describe(flow.description),
-        schedule=schedule,
+        schedule=_schedule(deployment_settings) if production else None,
         parameters=(
             dict(deployment_settings.production_parameters) if production else {}
         ),

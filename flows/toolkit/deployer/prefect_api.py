@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient, get_client
@@ -15,10 +16,9 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from prefect.utilities.callables import parameter_schema
-from prefect.workers.utilities import (
-    get_default_base_job_template_for_infrastructure_type,
-)
+from prefect.workers.base import BaseWorker
 
+from toolkit.deployer import kubernetes
 from toolkit.deployer.plan import DeploymentPlan
 from toolkit.deployer.errors import UserError, one_line
 
@@ -43,6 +43,44 @@ async def check_api_reachable(client: PrefectClient, url: str) -> None:
         raise UserError(f"the Prefect API at {url} is not reachable: {reason}")
 
 
+# Pool types whose runs start from the deployment's image.
+IMAGE_POOL_TYPES = ("docker", kubernetes.POOL_TYPE)
+
+
+def base_job_template(pool_type: str) -> dict:
+    """The pool type's default base job template, from its installed worker package.
+
+    Never from Prefect's online registry, which a deploy without internet cannot
+    reach; a Kubernetes pool's gets the resource request variables.
+    """
+    worker_class = BaseWorker.get_worker_class_from_type(pool_type)
+    if worker_class is None:
+        raise UserError(
+            f"work pool type {pool_type!r} is unknown here; install its worker "
+            "package (prefect-docker for docker, prefect-kubernetes for kubernetes) "
+            "or set FLOWS_WORK_POOL_TYPE"
+        )
+    template = copy.deepcopy(worker_class.get_default_base_job_template())
+    if pool_type == kubernetes.POOL_TYPE:
+        template = kubernetes.with_resource_requests(template)
+    return template
+
+
+def existing_pool_status(pool, pool_type: str) -> str:
+    """`unchanged`, and what of the pool differs from what a deploy would create."""
+    status = "unchanged"
+    if pool.type != pool_type:
+        status += f" (its type {pool.type} is kept: not {pool_type})"
+    elif pool_type == kubernetes.POOL_TYPE and not kubernetes.has_resource_requests(
+        pool.base_job_template
+    ):
+        status += (
+            " (its job template has no cpu_request or memory_request: the requests "
+            "are dropped; delete the pool for a deploy to make it again)"
+        )
+    return status
+
+
 async def ensure_work_pool(
     client: PrefectClient, pool_name: str, pool_type: str, queue_names
 ) -> list[str]:
@@ -52,21 +90,12 @@ async def ensure_work_pool(
     """
     lines = []
     try:
-        pool = await client.read_work_pool(pool_name)
-        status = "unchanged"
-        if pool.type != pool_type:
-            status += f" (its type {pool.type} is kept: not {pool_type})"
+        status = existing_pool_status(await client.read_work_pool(pool_name), pool_type)
     except ObjectNotFound:
-        template = await get_default_base_job_template_for_infrastructure_type(
-            pool_type
-        )
-        if template is None:
-            raise UserError(
-                f"work pool type {pool_type!r} is unknown here; install its worker "
-                "package (prefect-docker for docker) or set FLOWS_WORK_POOL_TYPE"
-            ) from None
         pool = WorkPoolCreate(
-            name=pool_name, type=pool_type, base_job_template=template
+            name=pool_name,
+            type=pool_type,
+            base_job_template=base_job_template(pool_type),
         )
         try:
             await client.create_work_pool(pool)
@@ -85,10 +114,18 @@ async def ensure_work_pool(
 
 
 def job_variables(plan: DeploymentPlan, storage_needs: dict) -> dict:
-    """What the worker needs: for Docker, the image and what the storage asks for."""
-    if plan.work_pool_type != "docker":
-        return {}
-    return {"image": plan.image, **storage_needs}
+    """What the worker needs: for Docker, the image and what the storage asks for;
+    for Kubernetes, the image, the namespace and the flow's resource requests."""
+    if plan.work_pool_type == "docker":
+        return {"image": plan.image, **storage_needs}
+    if plan.work_pool_type == kubernetes.POOL_TYPE:
+        return {
+            "image": plan.image,
+            "namespace": plan.kubernetes_namespace,
+            **plan.resource_requests,
+            **storage_needs,
+        }
+    return {}
 
 
 def schedules(plan: DeploymentPlan, paused: bool) -> list[DeploymentScheduleCreate]:
@@ -116,6 +153,7 @@ def is_paused(deployment) -> bool:
 
 def registered_fields(deployment) -> dict:
     """The fields `plan` compares, as the API has them for a registered deployment."""
+    variables = deployment.job_variables or {}
     schedule = None
     if deployment.schedules:
         cron = deployment.schedules[0].schedule
@@ -124,7 +162,13 @@ def registered_fields(deployment) -> dict:
         "tags": sorted(deployment.tags),
         "work_pool": deployment.work_pool_name,
         "work_queue": deployment.work_queue_name,
-        "image": (deployment.job_variables or {}).get("image"),
+        "image": variables.get("image"),
+        "namespace": variables.get("namespace"),
+        "resource_requests": {
+            name: variables[name]
+            for name in kubernetes.REQUEST_VARIABLES
+            if name in variables
+        },
         "entrypoint": deployment.entrypoint,
         "version": deployment.version,
         "description": deployment.description,
@@ -139,7 +183,13 @@ def planned_fields(plan: DeploymentPlan) -> dict:
         "tags": sorted(plan.tags),
         "work_pool": plan.work_pool,
         "work_queue": plan.work_queue,
-        "image": plan.image if plan.work_pool_type == "docker" else None,
+        "image": plan.image if plan.work_pool_type in IMAGE_POOL_TYPES else None,
+        "namespace": plan.kubernetes_namespace,
+        "resource_requests": (
+            plan.resource_requests
+            if plan.work_pool_type == kubernetes.POOL_TYPE
+            else {}
+        ),
         "entrypoint": plan.entrypoint,
         "version": plan.commit[:12],
         "description": plan.description,

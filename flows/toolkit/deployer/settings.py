@@ -34,8 +34,14 @@ SETTINGS = {
     "work_pool_type": Setting(
         "FLOWS_WORK_POOL_TYPE",
         "docker",
-        "type of the work pool when it has to be created (docker, or process "
-        "where no Docker daemon runs)",
+        "type of the work pool when it has to be created (docker; kubernetes; or "
+        "process where no Docker daemon runs)",
+    ),
+    "kubernetes_namespace": Setting(
+        "FLOWS_KUBERNETES_NAMESPACE",
+        "default",
+        "namespace a Kubernetes pool's flow runs start in (the one every cluster "
+        "has, and prefect-kubernetes' own default)",
     ),
     "storage_root": Setting(
         "FLOWS_STORAGE_ROOT",
@@ -78,6 +84,7 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     docker_registry: str
     work_pool: str
     work_pool_type: str
+    kubernetes_namespace: str
     storage_root: str
     s3_endpoint_url: str
     s3_credentials_block: str

@@ -11,8 +11,10 @@ import re
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import ParameterTypeError, SignatureMismatchError
 
+from toolkit.deployer import kubernetes
 from toolkit.deployer.errors import one_line
 from toolkit.deployer.plan import DeploymentPlan
+from toolkit.deployer.settings import S3_SCHEME
 
 # Prefect's server refuses these in flow and deployment names (an HTTP 500).
 BANNED_NAME_CHARACTERS = "/%&><"
@@ -71,11 +73,27 @@ def _parameter_problems(plan: DeploymentPlan, flow) -> list[str]:
 
 
 def _image_problems(plan: DeploymentPlan) -> list[str]:
-    if plan.work_pool_type != "docker" or _IMAGE_REFERENCE.match(plan.image):
+    if plan.work_pool_type not in ("docker", kubernetes.POOL_TYPE):
+        return []
+    if _IMAGE_REFERENCE.match(plan.image):
         return []
     return [
         f"image {plan.image!r} is not a valid image reference (FLOWS_DOCKER_REGISTRY?)"
     ]
+
+
+def _kubernetes_problems(plan: DeploymentPlan) -> list[str]:
+    # The requests are checked whatever the pool: a mistake shows before the move.
+    problems = kubernetes.request_problems(plan.resource_requests)
+    if plan.work_pool_type != kubernetes.POOL_TYPE:
+        return problems
+    problems += kubernetes.namespace_problems(plan.kubernetes_namespace)
+    if not plan.storage_location.startswith(S3_SCHEME):
+        problems.append(
+            f"flow storage {plan.storage_location} is a folder of this machine, which "
+            "a Kubernetes pod cannot read: set FLOWS_STORAGE_ROOT to s3://bucket/prefix"
+        )
+    return problems
 
 
 def find_problems(plan: DeploymentPlan, flow) -> list[str]:
@@ -85,4 +103,5 @@ def find_problems(plan: DeploymentPlan, flow) -> list[str]:
         + _schedule_problems(plan)
         + _parameter_problems(plan, flow)
         + _image_problems(plan)
+        + _kubernetes_problems(plan)
     )
