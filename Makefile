@@ -31,11 +31,14 @@ TEMPLATE_WORKERS ?= 2
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: image/requirements.txt image/requirements-template.txt requirements-dev.txt
+# KUBERNETES=1 adds the Kubernetes pool type (requirements-kubernetes.txt): where setup
+# and deploy run for a Kubernetes pool, and for the toolkit's own tests.
+$(VENV)/.installed: image/requirements.txt image/requirements-template.txt requirements-dev.txt \
+		requirements-kubernetes.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(UV) pip install --quiet --python $(PY) \
-		-r image/requirements.txt -r requirements-dev.txt
+	$(UV) pip install --quiet --python $(PY) -r image/requirements.txt -r requirements-dev.txt \
+		$(if $(KUBERNETES),-r requirements-kubernetes.txt)
 	touch $@
 
 server: venv
@@ -76,6 +79,7 @@ lint-template: venv
 	$(PY) -m pylint --fail-under=8.5 $(TEMPLATE_LINTED)
 
 test-template: lint-template
+	$(UV) pip install --quiet --python $(PY) -r requirements-kubernetes.txt
 	$(PY) -m pytest -n $(TEMPLATE_WORKERS) $(TOOLKIT)/tests
 
 deploy-all: venv

@@ -57,8 +57,8 @@ def base_job_template(pool_type: str) -> dict:
     if worker_class is None:
         raise UserError(
             f"work pool type {pool_type!r} is unknown here; install its worker "
-            "package (prefect-docker for docker, prefect-kubernetes for kubernetes) "
-            "or set FLOWS_WORK_POOL_TYPE"
+            "package (prefect-docker for docker; for kubernetes, `make venv "
+            "KUBERNETES=1`) or set FLOWS_WORK_POOL_TYPE"
         )
     template = copy.deepcopy(worker_class.get_default_base_job_template())
     if pool_type == kubernetes.POOL_TYPE:
