@@ -36,6 +36,11 @@ def api_url(port: int) -> str:
     return f"http://127.0.0.1:{port}/api"
 
 
+def ui_url(port: int) -> str:
+    """The UI address of a local server on `port`."""
+    return f"http://127.0.0.1:{port}"
+
+
 def is_healthy(url: str) -> bool:
     """Whether a Prefect API answers its health check at `url`."""
     try:
@@ -68,7 +73,9 @@ def start_server(home: Path, port: int) -> tuple[subprocess.Popen | None, str]:
         process = subprocess.Popen(  # pylint: disable=consider-using-with
             [PREFECT_EXECUTABLE, "server", "start", "--host", "127.0.0.1"]
             + ["--port", str(port)],
-            env=quiet_environment(PREFECT_HOME=str(home)),
+            # The server builds the links of its notifications from PREFECT_UI_URL;
+            # unset, they read http://ephemeral-prefect/...
+            env=quiet_environment(PREFECT_HOME=str(home), PREFECT_UI_URL=ui_url(port)),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -202,7 +209,7 @@ def main(arguments: list[str]) -> int:
     if options.command == "start":
         process, url = start_server(options.home, options.port)
         verb = "started" if process else "already running"
-        print(f"Prefect server {verb}: {url} (UI http://127.0.0.1:{options.port})")
+        print(f"Prefect server {verb}: {url} (UI {ui_url(options.port)})")
     elif options.command == "stop":
         stopped = stop_server(options.home)
         print("Prefect server stopped" if stopped else "no Prefect server was running")
@@ -216,7 +223,7 @@ def main(arguments: list[str]) -> int:
         )
         state = flow_run.state.name if flow_run.state else "unknown"
         print(f"Flow run {flow_run.name}: {state}")
-        print(f"  http://127.0.0.1:{options.port}/flow-runs/flow-run/{flow_run.id}")
+        print(f"  {ui_url(options.port)}/flow-runs/flow-run/{flow_run.id}")
         print(f"  worker log: {log_path}")
         return 0 if state == "Completed" else 1
     return 0
