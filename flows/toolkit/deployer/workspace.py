@@ -294,15 +294,18 @@ class Setup:
         return lines
 
     async def _save_webhooks(self) -> list[str]:
+        """Each webhook's block, then the policy that notifies it."""
         lines = []
         async with get_client() as client:
             for name, block in self.webhooks:
-                status = await save_if_changed(block, name)
-                lines.append(f"block {block.get_block_type_slug()}/{name}: {status}")
-                # pylint: disable-next=protected-access
-                status = await notifications.ensure_policy(
-                    client, block._block_document_id
+                slug = block.get_block_type_slug()
+                lines.append(
+                    f"block {slug}/{name}: {await save_if_changed(block, name)}"
                 )
+                saved = await client.read_block_document_by_name(
+                    name, slug, include_secrets=False
+                )
+                status = await notifications.ensure_policy(client, saved.id)
                 lines.append(f"{notifications.policy_label(name)}: {status}")
         return lines
 
