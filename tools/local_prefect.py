@@ -161,36 +161,50 @@ def running_worker(pool: str, url: str, log_path: Path) -> Iterator[None]:
         stop_process(worker)
 
 
-async def _run_and_wait(deployment_name: str, timeout: float, parameters: dict):
+async def _run_and_wait(deployment_names, timeout: float, parameters: dict) -> list:
     # pylint: disable-next=import-outside-toplevel
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        deployment = await client.read_deployment_by_name(deployment_name)
-        flow_run = await client.create_flow_run_from_deployment(
-            deployment.id, parameters=parameters
-        )
+        flow_runs = []
+        for name in deployment_names:
+            deployment = await client.read_deployment_by_name(name)
+            flow_runs.append(
+                await client.create_flow_run_from_deployment(
+                    deployment.id, parameters=parameters
+                )
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            flow_run = await client.read_flow_run(flow_run.id)
-            if flow_run.state is not None and flow_run.state.is_final():
+            flow_runs = [await client.read_flow_run(run.id) for run in flow_runs]
+            if all(run.state is not None and run.state.is_final() for run in flow_runs):
                 break
             await asyncio.sleep(1)
-        return flow_run
+        return flow_runs
 
 
-def run_deployment_once(  # pylint: disable=too-many-arguments
-    deployment_name: str, pool: str, url: str, log_path: Path, parameters=None
-):
-    """Start a worker, run the deployment once, wait for a final state, stop it."""
+def run_deployments_once(  # pylint: disable=too-many-arguments
+    deployment_names, pool: str, url: str, log_path: Path, parameters=None
+) -> list:
+    """Start one worker, run each deployment once, wait for final states, stop it."""
     # pylint: disable=import-outside-toplevel
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: url}):
         with running_worker(pool, url, log_path):
             return asyncio.run(
-                _run_and_wait(deployment_name, RUN_TIMEOUT_SECONDS, parameters or {})
+                _run_and_wait(deployment_names, RUN_TIMEOUT_SECONDS, parameters or {})
             )
+
+
+def run_deployment_once(  # pylint: disable=too-many-arguments
+    deployment_name: str, pool: str, url: str, log_path: Path, parameters=None
+):
+    """Start a worker, run the deployment once, wait for a final state, stop it."""
+    (flow_run,) = run_deployments_once(
+        [deployment_name], pool, url, log_path, parameters
+    )
+    return flow_run
 
 
 def main(arguments: list[str]) -> int:
