@@ -264,15 +264,17 @@ def test_setup_notify_twice_changes_nothing_and_never_shows_the_url(
             "https://prod-01.westus.logic.azure.com/not-a-workflow/hook-secret",
             "not a Teams Workflows webhook URL",
         ),
+        ("https://hooks.slack.com/hook-secret", "not a Slack webhook URL"),
     ],
 )
 def test_a_url_it_cannot_use_is_one_line_and_nothing_is_saved(
-    url, error, capsys, receiver
+    url, error, capfd, receiver
 ):
     """Checked before any change, alongside a good URL: exit 2, one line without the
-    URL, and not even the good URL's block is saved."""
+    URL, and not even the good URL's block is saved. (capfd: a library's log handler
+    writes to the process's stderr, which capsys may not see.)"""
     before = notification_state()
-    code, out, err = setup_notify(capsys, receiver.url, url)
+    code, out, err = setup_notify(capfd, receiver.url, url)
     assert code == 2
     assert len(err.splitlines()) == 1 and error in err, err
     assert "hook-secret" not in out + err
