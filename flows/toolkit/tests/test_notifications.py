@@ -126,14 +126,17 @@ def notification_state() -> dict:
     return asyncio.run(read())
 
 
-def setup_notify(capsys, *urls: str):
-    """`python3 flows/util.py setup --no-prompt --notify URL...` in this process."""
+def setup_notify(capfd, *urls: str):
+    """`python3 flows/util.py setup --no-prompt --notify URL...` in this process.
+
+    Output is read at the file-descriptor level: a library's log handler writes to
+    the process's stderr, which capsys may not see."""
     notify = [argument for url in urls for argument in ("--notify", url)]
     return call_command_line(
         lambda: util.run_repository_command_line_interface(
             ["setup", "--no-prompt", *notify]
         ),
-        capsys,
+        capfd,
     )
 
 
@@ -152,33 +155,33 @@ def make_flow_fail(checkout) -> None:
     git(checkout, "push", "-q", "origin", "main")
 
 
-def deploy(checkout, capsys) -> str:
+def deploy(checkout, capfd) -> str:
     """Deploy the fixture flow from the checkout's branch: the deployment's name."""
-    code, out, err = run_command_line(checkout, "deploy", capsys=capsys)
+    code, out, err = run_command_line(checkout, "deploy", capsys=capfd)
     assert code == 0, err
     # The summary's first line: "Deployed <flow>/<deployment> as <stage> ..."
     return out.splitlines()[0].removeprefix("Deployed ").split(" as ")[0]
 
 
 @pytest.fixture
-def failing_deployments(checkout, clean_notifications, receiver, capsys, monkeypatch):
+def failing_deployments(checkout, clean_notifications, receiver, capfd, monkeypatch):
     """After `setup` with the receiver's URL: (production, dev) deployments of a
     fixture flow that fails, on a process pool."""
     del clean_notifications  # before setup: the receiver's policy is the only one
     monkeypatch.setenv("FLOWS_WORK_POOL_TYPE", "process")
     monkeypatch.setenv("FLOWS_NOTIFY_URLS", receiver.url)  # as CI would pass it
-    code, out, err = setup_notify(capsys)
+    code, out, err = setup_notify(capfd)
     assert code == 0, err
     assert "notification policy notify-" in out
     assert "receiver-token" not in out + err
     make_flow_fail(checkout)
-    production = deploy(checkout, capsys)
+    production = deploy(checkout, capfd)
     git(checkout, "switch", "-q", "-c", "feature/quiet")
-    return production, deploy(checkout, capsys)
+    return production, deploy(checkout, capfd)
 
 
 def test_a_failed_production_run_posts_once_and_a_dev_run_never(
-    failing_deployments, receiver, prefect_api_url, capsys, tmp_path
+    failing_deployments, receiver, prefect_api_url, capfd, tmp_path
 ):
     """Main's failed run reaches the webhook within 30 s with what a person needs to
     act on it; a failed run of a dev branch's deployment sends nothing."""
@@ -198,7 +201,7 @@ def test_a_failed_production_run_posts_once_and_a_dev_run_never(
     time.sleep(SERVICE_POLL_SECONDS + 2)  # a second post would have come by now
     assert len(receiver.bodies) == 1
     text = json.loads(receiver.bodies[0])["text"]
-    with capsys.disabled():  # shown with pytest -s
+    with capfd.disabled():  # shown with pytest -s
         print(f"\n--- posted {delay:.1f} s after the run failed ---\n{text}\n---")
     ui_url = prefect_api_url.removesuffix("/api")
     assert text.splitlines() == [
@@ -214,13 +217,13 @@ def test_a_failed_production_run_posts_once_and_a_dev_run_never(
 
 @pytest.mark.usefixtures("clean_notifications")
 def test_setup_notify_twice_changes_nothing_and_never_shows_the_url(
-    capsys, receiver, monkeypatch
+    capfd, receiver, monkeypatch
 ):
     """Slack and custom webhooks get their block types; run 2 says unchanged for
     each, and the blocks and policies keep their ids and times. The URLs show
     nowhere: not in the output, not in the blocks' public data."""
     monkeypatch.setenv("FLOWS_NOTIFY_URLS", f" {SLACK_URL}\n{receiver.url} ")
-    code, first, errors = setup_notify(capsys, receiver.url)  # also given twice
+    code, first, errors = setup_notify(capfd, receiver.url)  # also given twice
     assert code == 0, errors
     expected = []
     for block_type, url in (
@@ -237,7 +240,7 @@ def test_setup_notify_twice_changes_nothing_and_never_shows_the_url(
     after_first = notification_state()
     assert len(after_first["blocks"]) == len(after_first["policies"]) == 2
 
-    code, second, errors = setup_notify(capsys, receiver.url)
+    code, second, errors = setup_notify(capfd, receiver.url)
     assert code == 0, errors
     assert [line for line in second.splitlines() if "notify-" in line] == [
         line.replace("created", "unchanged") for line in webhook_lines
@@ -271,8 +274,7 @@ def test_a_url_it_cannot_use_is_one_line_and_nothing_is_saved(
     url, error, capfd, receiver
 ):
     """Checked before any change, alongside a good URL: exit 2, one line without the
-    URL, and not even the good URL's block is saved. (capfd: a library's log handler
-    writes to the process's stderr, which capsys may not see.)"""
+    URL, and not even the good URL's block is saved."""
     before = notification_state()
     code, out, err = setup_notify(capfd, receiver.url, url)
     assert code == 2
@@ -282,14 +284,14 @@ def test_a_url_it_cannot_use_is_one_line_and_nothing_is_saved(
 
 
 @pytest.mark.usefixtures("clean_notifications")
-def test_a_teams_workflows_url_gets_the_teams_block(capsys):
+def test_a_teams_workflows_url_gets_the_teams_block(capfd):
     """A Power Automate Workflows URL is saved as Prefect's Teams block; deleting the
     block (as the guide says to stop notifications) deletes its policy too."""
     url = (
         "https://prod-01.westus.logic.azure.com:443/workflows/abc/triggers/manual/"
         "paths/invoke?api-version=1&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=teamsSig"
     )
-    code, out, err = setup_notify(capsys, url)
+    code, out, err = setup_notify(capfd, url)
     assert code == 0, err
     assert "block ms-teams-webhook/notify-" in out
     state = notification_state()
