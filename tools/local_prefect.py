@@ -36,6 +36,11 @@ def api_url(port: int) -> str:
     return f"http://127.0.0.1:{port}/api"
 
 
+def ui_url(port: int) -> str:
+    """The UI address of a local server on `port`."""
+    return f"http://127.0.0.1:{port}"
+
+
 def is_healthy(url: str) -> bool:
     """Whether a Prefect API answers its health check at `url`."""
     try:
@@ -68,7 +73,9 @@ def start_server(home: Path, port: int) -> tuple[subprocess.Popen | None, str]:
         process = subprocess.Popen(  # pylint: disable=consider-using-with
             [PREFECT_EXECUTABLE, "server", "start", "--host", "127.0.0.1"]
             + ["--port", str(port)],
-            env=quiet_environment(PREFECT_HOME=str(home)),
+            # The server builds the links of its notifications from PREFECT_UI_URL;
+            # unset, they read http://ephemeral-prefect/...
+            env=quiet_environment(PREFECT_HOME=str(home), PREFECT_UI_URL=ui_url(port)),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -167,22 +174,26 @@ def running_worker(
         stop_process(worker)
 
 
-async def _run_and_wait(deployment_name: str, timeout: float, parameters: dict):
+async def _run_and_wait(deployment_names, timeout: float, parameters: dict) -> list:
     # pylint: disable-next=import-outside-toplevel
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        deployment = await client.read_deployment_by_name(deployment_name)
-        flow_run = await client.create_flow_run_from_deployment(
-            deployment.id, parameters=parameters
-        )
+        flow_runs = []
+        for name in deployment_names:
+            deployment = await client.read_deployment_by_name(name)
+            flow_runs.append(
+                await client.create_flow_run_from_deployment(
+                    deployment.id, parameters=parameters
+                )
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            flow_run = await client.read_flow_run(flow_run.id)
-            if flow_run.state is not None and flow_run.state.is_final():
+            flow_runs = [await client.read_flow_run(run.id) for run in flow_runs]
+            if all(run.state is not None and run.state.is_final() for run in flow_runs):
                 break
             await asyncio.sleep(1)
-        return flow_run
+        return flow_runs
 
 
 @contextmanager
@@ -208,18 +219,28 @@ def serving(home: Path, port: int) -> Iterator[str]:
             stop_process(process)
 
 
-def run_deployment_once(  # pylint: disable=too-many-arguments
-    deployment_name: str, pool: str, url: str, log_path: Path, parameters=None
-):
-    """Start a worker, run the deployment once, wait for a final state, stop it."""
+def run_deployments_once(  # pylint: disable=too-many-arguments
+    deployment_names, pool: str, url: str, log_path: Path, parameters=None
+) -> list:
+    """Start one worker, run each deployment once, wait for final states, stop it."""
     # pylint: disable=import-outside-toplevel
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: url}):
         with running_worker(pool, url, log_path):
             return asyncio.run(
-                _run_and_wait(deployment_name, RUN_TIMEOUT_SECONDS, parameters or {})
+                _run_and_wait(deployment_names, RUN_TIMEOUT_SECONDS, parameters or {})
             )
+
+
+def run_deployment_once(  # pylint: disable=too-many-arguments
+    deployment_name: str, pool: str, url: str, log_path: Path, parameters=None
+):
+    """Start a worker, run the deployment once, wait for a final state, stop it."""
+    (flow_run,) = run_deployments_once(
+        [deployment_name], pool, url, log_path, parameters
+    )
+    return flow_run
 
 
 def main(arguments: list[str]) -> int:
@@ -238,7 +259,7 @@ def main(arguments: list[str]) -> int:
     if options.command == "start":
         process, url = start_server(options.home, options.port)
         verb = "started" if process else "already running"
-        print(f"Prefect server {verb}: {url} (UI http://127.0.0.1:{options.port})")
+        print(f"Prefect server {verb}: {url} (UI {ui_url(options.port)})")
     elif options.command == "stop":
         stopped = stop_server(options.home)
         print("Prefect server stopped" if stopped else "no Prefect server was running")
@@ -252,7 +273,7 @@ def main(arguments: list[str]) -> int:
         )
         state = flow_run.state.name if flow_run.state else "unknown"
         print(f"Flow run {flow_run.name}: {state}")
-        print(f"  http://127.0.0.1:{options.port}/flow-runs/flow-run/{flow_run.id}")
+        print(f"  {ui_url(options.port)}/flow-runs/flow-run/{flow_run.id}")
         print(f"  worker log: {log_path}")
         return 0 if state == "Completed" else 1
     return 0

@@ -211,6 +211,15 @@ def _build_repository_parser() -> argparse.ArgumentParser:
         "_USERNAME, _KNOWN_HOSTS_FILE, _PRIVATE_KEY_FILE or _PASSWORD, _REMOTE_DIR, "
         "_ATOMIC_UPLOADS",
     )
+    setup.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="post failed, crashed and timed-out production runs (tag main) to this "
+        "Slack, Teams Workflows or other webhook URL; also from FLOWS_NOTIFY_URLS "
+        "(whitespace-separated). The URL is kept in a block, never shown",
+    )
     setup.add_argument("--env", choices=["dev", "prod"], default="prod")
     setup.add_argument(
         "--no-prompt", dest="ask", action="store_false", help="never ask for a value"
@@ -312,6 +321,7 @@ def run_repository_command_line_interface(args: Sequence[str] | None = None):
                 sftp_servers=arguments.sftp,
                 env=arguments.env,
                 ask=arguments.ask,
+                webhook_urls=arguments.notify,
             )
         return lifecycle.delete_branch(
             settings, flows_dir, arguments.branch, arguments.dry_run

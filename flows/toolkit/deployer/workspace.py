@@ -9,6 +9,7 @@ are never printed.
 Connection blocks (see connections.py), for `--database SYSTEM` and `--sftp SYSTEM`,
 take their values from FLOWS_<SYSTEM>_DATABASE_<FIELD> and FLOWS_<SYSTEM>_SFTP_<FIELD>
 (SYSTEM in capitals, dashes as underscores); CONNECTION_FIELDS lists the fields.
+`--notify URL` saves a webhook block and its failure policy (see notifications.py).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from pathlib import Path
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
-from pydantic.v1 import SecretStr
+from pydantic.v1.types import SecretField
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from toolkit.database import DatabaseConnection
-from toolkit.deployer import prefect_api
+from toolkit.deployer import notifications, prefect_api
 from toolkit.deployer.errors import UserError
 from toolkit.deployer.settings import Settings
 from toolkit.deployer.storage import storage_for
@@ -108,7 +109,7 @@ def _comparable(value):
     """A block's values, secrets revealed, for comparing a wanted block with a saved one."""
     if isinstance(value, Block):
         value = value.dict()
-    if isinstance(value, SecretStr):
+    if isinstance(value, SecretField):  # SecretStr, and SecretDict of webhook blocks
         return value.get_secret_value()
     if isinstance(value, dict):
         # A loaded block also lists its document's id and name: not its values.
@@ -159,6 +160,7 @@ class Setup:
         self.storage = storage_for(settings)
         self.s3_keys: dict | None = None
         self.blocks: list[tuple[str, Block]] = []  # in saving order: secrets first
+        self.webhooks: list[tuple[str, Block]] = []
 
     def read_storage_keys(self) -> None:
         """The bucket key for the credentials block, when the root is s3:// and set."""
@@ -221,6 +223,11 @@ class Setup:
         )
         self.blocks.append((name, block))
 
+    def read_webhook(self, url: str) -> None:
+        """The notification block of a webhook URL, checked now (it is never shown)."""
+        block = notifications.webhook_block(url)
+        self.webhooks.append((notifications.block_name(url), block))
+
     def _read_fields(self, system: str, kind: str) -> dict:
         prefix = variable_prefix(system, kind)
         return {
@@ -282,6 +289,24 @@ class Setup:
         for name, block in self.blocks:
             status = await save_if_changed(block, name)
             report(f"block {block.get_block_type_slug()}/{name}: {status}")
+        for line in await self._save_webhooks():
+            report(line)
+        return lines
+
+    async def _save_webhooks(self) -> list[str]:
+        """Each webhook's block, then the policy that notifies it."""
+        lines = []
+        async with get_client() as client:
+            for name, block in self.webhooks:
+                slug = block.get_block_type_slug()
+                lines.append(
+                    f"block {slug}/{name}: {await save_if_changed(block, name)}"
+                )
+                saved = await client.read_block_document_by_name(
+                    name, slug, include_secrets=False
+                )
+                status = await notifications.ensure_policy(client, saved.id)
+                lines.append(f"{notifications.policy_label(name)}: {status}")
         return lines
 
     async def _storage_line(self) -> str:
@@ -307,11 +332,14 @@ def setup(  # pylint: disable=too-many-arguments
     sftp_servers: list[str],
     env: str,
     ask: bool,
+    webhook_urls: list[str] = (),
 ) -> list[str]:
     """Read every value, check them, then create or update what differs."""
     api_url = prefect_api.require_api_url()
     asyncio.run(_check_api(api_url))  # saved secrets are read from it, too
     plan = Setup(settings, env, ask)
+    for url in notifications.notify_urls(list(webhook_urls)):
+        plan.read_webhook(url)
     plan.read_storage_keys()
     for system in databases:
         plan.read_database(system)
