@@ -76,6 +76,8 @@ def write_frames_as_csv(
     """
     rows = 0
     without_header = csv.WriteOptions(include_header=False)
+    if progress is not None:
+        progress.start_counting_rows()
     for index, frame in enumerate(frames):
         if index == 0:  # quoted only where a name needs it, as people write headers
             header = io.StringIO()

@@ -231,6 +231,8 @@ def _stream_rows(connection, query, parameters, destination, progress) -> int:
     )
     writer.writerow(result.keys())
     rows = 0
+    if progress is not None:
+        progress.start_counting_rows()
     for partition in result.partitions(DEFAULT_CHUNK_ROWS):
         writer.writerows(partition)
         rows += len(partition)

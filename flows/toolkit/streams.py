@@ -41,6 +41,10 @@ class Progress:
         self._started = time.monotonic()
         self._next_line = self._started + interval_seconds
 
+    def start_counting_rows(self) -> None:
+        """Called by a writer that counts rows, so that its first line says 0 rows."""
+        self.rows = 0
+
     def add_rows(self, rows: int) -> None:
         """`rows` more rows have been handed to the writer."""
         self.rows = (self.rows or 0) + rows
