@@ -22,7 +22,7 @@ from toolkit.streams import Progress
 READ_BLOCK_BYTES = 1 << 20
 # A frame is written in slices of this many rows so that a progress line can say how
 # many rows are out while one large frame is still being written.
-WRITE_SLICE_ROWS = 50_000
+WRITE_SLICE_ROWS = 10_000
 # PostgreSQL type OIDs and the Arrow type their CSV text is read as; any other type is
 # read as text. numeric becomes float64, as most pandas code expects.
 POSTGRES_ARROW_TYPES = {

@@ -69,7 +69,7 @@ class Progress:
             moved = f"{megabytes:,.1f} MB so far (rows are counted at the end)"
         else:
             moved = f"{self.rows:,} rows, {megabytes:,.1f} MB so far"
-        return f"{self.file_name}: {moved}, {rate:,.1f} MB/s, {seconds:,.0f} s"
+        return f"{self.file_name}: {moved}, {rate:,.1f} MB/s, {seconds:,.1f} s"
 
 
 class CountingWriter(io.RawIOBase):

@@ -51,7 +51,7 @@ FROM generate_series(1, :rows) AS g
 SLOW_ROWS = {"rows": 200_000, "every": 20_000, "pause": 0.1}
 PROGRESS_LINE = re.compile(
     r"^(?P<file>\S+): (?:(?P<rows>[\d,]+) rows, )?(?P<mb>[\d.,]+) MB so far"
-    r"(?P<bytes_only> \(rows are counted at the end\))?, [\d.,]+ MB/s, [\d,]+ s$"
+    r"(?P<bytes_only> \(rows are counted at the end\))?, [\d.,]+ MB/s, [\d.,]+ s$"
 )
 
 
