@@ -51,7 +51,8 @@ def prod_blocks(postgres, sshd, tmp_path, monkeypatch, prefect_api_url):
     database_name = "shop"
     engine = create_engine(postgres.url())
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
-        admin.exec_driver_sql(f"DROP DATABASE IF EXISTS {database_name}")
+        # An earlier run's engines may still hold pooled connections to it.
+        admin.exec_driver_sql(f"DROP DATABASE IF EXISTS {database_name} WITH (FORCE)")
         admin.exec_driver_sql(f"CREATE DATABASE {database_name}")
     engine.dispose()
     load_fixture_data(create_engine(postgres.url(database=database_name)))
