@@ -102,6 +102,7 @@ bench: venv
 	$(PY) bench/concurrency.py
 	$(PY) bench/storage.py
 	$(PY) bench/deploy_all.py
+	$(PY) bench/artifacts.py
 
 format: venv
 	$(PY) -m black flows tools bench

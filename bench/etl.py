@@ -11,6 +11,8 @@ each in a child process of its own so that its peak memory is its own:
 - naive: pandas.read_sql of everything, DataFrame.to_csv, paramiko putfo.
 It checks that each delivered exactly --rows rows, prints seconds and peak RSS of each,
 and last the line `fast_over_limit=R1 naive_over_chunked=R2 fast_peak_rss_mb=M`.
+The template's paths print their progress lines on stderr; `--progress-seconds 1`
+shows them on a file that moves faster than the default interval (30 s).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import os
 import resource
 import shlex
@@ -31,6 +34,7 @@ sys.path[:0] = [str(REPOSITORY_DIR / "flows"), str(REPOSITORY_DIR / "tools")]
 
 # pylint: disable=wrong-import-position
 import services  # noqa: E402
+from toolkit.streams import PROGRESS_SECONDS  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 TABLE = "extract_rows"
@@ -73,6 +77,9 @@ def run_variant(variant: str, setup: dict) -> None:
     # pylint: disable=import-outside-toplevel
     from toolkit import delivery
 
+    # Outside a run the toolkit logs to `flows`; Prefect's console handler prints it.
+    logging.getLogger("flows").setLevel(logging.INFO)
+    progress = {"progress_seconds": setup["progress_seconds"]}
     source, sftp_connection = _connections(setup)
     file_name = f"{variant}.csv"
     # Imports (Prefect alone takes about 3 s) are paid once per process, not per
@@ -81,11 +88,11 @@ def run_variant(variant: str, setup: dict) -> None:
     baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if variant == "fast":
         delivery.deliver_query_as_is.fn(
-            source, QUERY, delivery.SftpSink(sftp_connection), file_name
+            source, QUERY, delivery.SftpSink(sftp_connection), file_name, **progress
         )
     elif variant == "chunked":
         delivery.deliver_query_in_chunks.fn(
-            source, QUERY, delivery.SftpSink(sftp_connection), file_name
+            source, QUERY, delivery.SftpSink(sftp_connection), file_name, **progress
         )
     elif variant == "naive":
         import pandas as pd
@@ -151,7 +158,9 @@ def count_rows(path: Path) -> int:
         )
 
 
-def prepare(postgres: services.Postgres, sshd: services.Sshd, rows: int) -> dict:
+def prepare(
+    postgres: services.Postgres, sshd: services.Sshd, rows: int, progress_seconds
+) -> dict:
     """Fill the table, make the partner's folder; what the variants need to know."""
     engine = create_engine(postgres.url())
     with engine.begin() as connection:
@@ -169,23 +178,28 @@ def prepare(postgres: services.Postgres, sshd: services.Sshd, rows: int) -> dict
         "known_hosts": sshd.known_hosts_line,
         "known_hosts_file": str(known_hosts_file),
         "remote_dir": str(remote_dir),
+        "progress_seconds": progress_seconds,
     }
 
 
-def benchmark(rows: int, variants: list[str]) -> dict[str, tuple]:
+def variant_command(variant: str, setup: dict, postgres: services.Postgres) -> list:
+    """The limit's shell pipeline, or this script as the child of a Python variant."""
+    if variant == "limit":
+        return limit_command(setup, postgres)
+    return [sys.executable, __file__, "--child", variant, "--setup", json.dumps(setup)]
+
+
+def benchmark(rows: int, variants: list[str], progress_seconds) -> dict[str, tuple]:
     """Set the servers up, run each variant once, check its file; the figures."""
     results = {}
     with services.running_postgres() as postgres, services.running_sshd() as sshd:
-        setup = prepare(postgres, sshd, rows)
+        setup = prepare(postgres, sshd, rows, progress_seconds)
         remote_dir = Path(setup["remote_dir"])
         environment = {**os.environ, "PGPASSWORD": postgres.password}
         for variant in variants:
-            if variant == "limit":
-                command = limit_command(setup, postgres)
-            else:
-                command = [sys.executable, __file__, "--child", variant]
-                command += ["--setup", json.dumps(setup)]
-            results[variant] = measure(command, environment)
+            results[variant] = measure(
+                variant_command(variant, setup, postgres), environment
+            )
             delivered = count_rows(remote_dir / f"{variant}.csv")
             if delivered != rows:
                 raise RuntimeError(f"{variant} delivered {delivered} rows, not {rows}")
@@ -206,6 +220,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--progress-seconds",
+        type=float,
+        default=PROGRESS_SECONDS,
+        help="interval of the progress lines (default: %(default)s, the toolkit's)",
+    )
     parser.add_argument("--child", choices=VARIANTS[1:], help=argparse.SUPPRESS)
     parser.add_argument("--setup", help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -214,7 +234,7 @@ def main() -> None:
         return
     variants = options.variants.split(",")
     print(f"rows={options.rows} variants={','.join(variants)}", flush=True)
-    results = benchmark(options.rows, variants)
+    results = benchmark(options.rows, variants, options.progress_seconds)
     if set(VARIANTS) <= set(results):
         print(
             f"fast_over_limit={results['fast'][0] / results['limit'][0]:.2f} "

@@ -17,7 +17,12 @@ import pandas as pd
 import pyarrow as pa
 from pyarrow import csv
 
+from toolkit.streams import Progress
+
 READ_BLOCK_BYTES = 1 << 20
+# A frame is written in slices of this many rows so that a progress line can say how
+# many rows are out while one large frame is still being written.
+WRITE_SLICE_ROWS = 10_000
 # PostgreSQL type OIDs and the Arrow type their CSV text is read as; any other type is
 # read as text. numeric becomes float64, as most pandas code expects.
 POSTGRES_ARROW_TYPES = {
@@ -60,16 +65,30 @@ def frame_to_table(frame: pd.DataFrame) -> pa.Table:
     return table
 
 
-def write_frames_as_csv(frames: Iterable[pd.DataFrame], stream: BinaryIO) -> int:
-    """Write `frames` to `stream` as one CSV with one header; rows written."""
+def write_frames_as_csv(
+    frames: Iterable[pd.DataFrame],
+    stream: BinaryIO,
+    progress: Progress | None = None,
+) -> int:
+    """Write `frames` to `stream` as one CSV with one header; rows written.
+
+    `progress`, if given, is told the rows as each slice of a frame is written.
+    """
     rows = 0
     without_header = csv.WriteOptions(include_header=False)
+    if progress is not None:
+        progress.start_counting_rows()
     for index, frame in enumerate(frames):
         if index == 0:  # quoted only where a name needs it, as people write headers
             header = io.StringIO()
             stdlib_csv.writer(header, lineterminator="\n").writerow(frame.columns)
             stream.write(header.getvalue().encode())
-        csv.write_csv(frame_to_table(frame), stream, write_options=without_header)
+        table = frame_to_table(frame)
+        for start in range(0, table.num_rows, WRITE_SLICE_ROWS):
+            part = table.slice(start, WRITE_SLICE_ROWS)
+            csv.write_csv(part, stream, write_options=without_header)
+            if progress is not None:
+                progress.add_rows(part.num_rows)
         rows += len(frame)
     return rows
 

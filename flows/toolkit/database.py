@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from toolkit import arrow_csv
 from toolkit.logs import run_logger
-from toolkit.streams import CHUNK_BYTES, CountingWriter
+from toolkit.streams import CHUNK_BYTES, CountingWriter, Progress
 
 # The flows' own SQL files: flows/sql/, beside the flow files, not in the toolkit.
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
@@ -141,11 +141,13 @@ def copy_query_as_csv(
     query: str,
     destination: BinaryIO,
     parameters: dict[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Write the result of `query` as CSV (with a header) to `destination`; rows written.
 
     No DataFrame is built: PostgreSQL's own COPY ... TO STDOUT writes the CSV, other
-    databases stream rows through a server-side cursor into the csv module.
+    databases stream rows through a server-side cursor into the csv module. Only the
+    latter can tell `progress` its rows as they go; COPY's are known at the end.
     """
     engine = _engine_of(source)
     # Writes of one row each would cost a sink call per row: buffer them in C.
@@ -154,7 +156,7 @@ def copy_query_as_csv(
         if engine.dialect.name == "postgresql":
             rows = _postgres_copy(connection, query, parameters, buffered)
         else:
-            rows = _stream_rows(connection, query, parameters, buffered)
+            rows = _stream_rows(connection, query, parameters, buffered, progress)
     buffered.flush()
     return rows
 
@@ -219,7 +221,7 @@ def _postgres_frames(engine, query, parameters, chunk_rows) -> Iterator[pd.DataF
             raise failures[0]
 
 
-def _stream_rows(connection, query, parameters, destination) -> int:
+def _stream_rows(connection, query, parameters, destination, progress) -> int:
     wrapper = io.TextIOWrapper(
         destination, encoding="utf-8", newline="", write_through=True
     )
@@ -229,9 +231,13 @@ def _stream_rows(connection, query, parameters, destination) -> int:
     )
     writer.writerow(result.keys())
     rows = 0
+    if progress is not None:
+        progress.start_counting_rows()
     for partition in result.partitions(DEFAULT_CHUNK_ROWS):
         writer.writerows(partition)
         rows += len(partition)
+        if progress is not None:
+            progress.add_rows(len(partition))
     wrapper.flush()
     wrapper.detach()
     return rows

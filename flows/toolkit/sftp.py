@@ -25,7 +25,7 @@ from prefect.tasks import exponential_backoff
 from pydantic.v1 import Field
 
 from toolkit.logs import run_logger
-from toolkit.streams import CHUNK_BYTES, CountingWriter
+from toolkit.streams import CHUNK_BYTES, CountingWriter, Progress
 
 _KEY_TYPES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 
@@ -155,9 +155,16 @@ def make_remote_dirs(sftp: paramiko.SFTPClient, directory: str) -> None:
 
 @contextlib.contextmanager
 def remote_writer(
-    sftp: paramiko.SFTPClient, remote_path: str, atomic: bool = True
+    sftp: paramiko.SFTPClient,
+    remote_path: str,
+    atomic: bool = True,
+    progress: Progress | None = None,
 ) -> Iterator[CountingWriter]:
-    """A binary stream to `remote_path`, in place only when the block succeeds."""
+    """A binary stream to `remote_path`, in place only when the block succeeds.
+
+    After an atomic upload the writer's `checked_size` is the size the server
+    reported for the file before it was renamed.
+    """
     directory, name = posixpath.split(remote_path)
     make_remote_dirs(sftp, directory)
     target = (
@@ -167,7 +174,7 @@ def remote_writer(
     )
     remote_file = sftp.open(target, "wb", bufsize=CHUNK_BYTES)
     remote_file.set_pipelined(True)
-    writer = CountingWriter(remote_file)
+    writer = CountingWriter(remote_file, progress)
     try:
         yield writer
         remote_file.close()  # waits for every pipelined write's answer
@@ -181,7 +188,9 @@ def remote_writer(
                 sftp.remove(target)
         raise
     if atomic:
-        _check_and_rename(sftp, target, remote_path, writer.bytes_written)
+        writer.checked_size = _check_and_rename(
+            sftp, target, remote_path, writer.bytes_written
+        )
         _remove_stale_parts(sftp, directory, name)
 
 
@@ -194,7 +203,8 @@ def _remove_stale_parts(sftp: paramiko.SFTPClient, directory: str, name: str) ->
                 sftp.remove(posixpath.join(directory, entry))
 
 
-def _check_and_rename(sftp, temporary: str, final: str, expected_size: int) -> None:
+def _check_and_rename(sftp, temporary: str, final: str, expected_size: int) -> int:
+    """Rename `temporary` to `final` if the server holds every byte; its size."""
     size = sftp.stat(temporary).st_size
     if size != expected_size:
         sftp.remove(temporary)
@@ -208,6 +218,7 @@ def _check_and_rename(sftp, temporary: str, final: str, expected_size: int) -> N
         with contextlib.suppress(FileNotFoundError):
             sftp.remove(final)
         sftp.rename(temporary, final)
+    return size
 
 
 def copy_stream(source: BinaryIO, destination) -> int:

@@ -1,7 +1,11 @@
 """From a real PostgreSQL (or SQLite) to a real sshd (or a folder): exact files."""
 
+import asyncio
 import datetime
+import logging
 import os
+import re
+import time
 
 import pandas as pd
 import pytest
@@ -38,6 +42,17 @@ EXPECTED_COPY_CSV = (
     "4,2024-01-03 23:59:59,0.10,t,,2024-01-03\n"
 )
 QUERY = "SELECT * FROM events WHERE id <= :last ORDER BY id"
+# Rows that PostgreSQL makes slowly (a pause every `every` rows), sent as it makes them.
+SLOW_QUERY = """
+SELECT g AS id, md5(g::text) AS token,
+       CASE WHEN g % :every = 0 THEN pg_sleep(:pause)::text END AS pause
+FROM generate_series(1, :rows) AS g
+"""
+SLOW_ROWS = {"rows": 200_000, "every": 20_000, "pause": 0.1}
+PROGRESS_LINE = re.compile(
+    r"^(?P<file>\S+): (?:(?P<rows>[\d,]+) rows, )?(?P<mb>[\d.,]+) MB so far"
+    r"(?P<bytes_only> \(rows are counted at the end\))?, [\d.,]+ MB/s, [\d.,]+ s$"
+)
 
 
 @pytest.fixture
@@ -151,3 +166,100 @@ def test_failure_mid_stream_leaves_no_file(
         )
     assert calls == [2, 2]
     assert not folder.exists() or os.listdir(folder) == []
+
+
+def flows_log_lines(caplog) -> list[str]:
+    """The toolkit's log lines outside a run (run_logger's `flows` logger)."""
+    return [r.getMessage() for r in caplog.records if r.name == "flows"]
+
+
+def test_fast_path_logs_megabytes_while_postgres_writes(
+    events_database, sshd, tmp_path, caplog
+):
+    """A slow COPY to SFTP: lines every 0.2 s in MB (its rows come at the end), then
+    the final line with the rows and the size the server checked."""
+    caplog.set_level(logging.INFO, logger="flows")
+    sink = delivery.SftpSink(sftp_connection_to(sshd, str(tmp_path / "partner")))
+    report = delivery.deliver_query_as_is.fn(
+        events_database,
+        SLOW_QUERY,
+        sink,
+        "slow.csv",
+        parameters=SLOW_ROWS,
+        progress_seconds=0.2,
+    )
+    *progress, final = flows_log_lines(caplog)
+    assert len(progress) >= 3, progress
+    matches = [PROGRESS_LINE.match(line) for line in progress]
+    assert all(match and match["bytes_only"] for match in matches), progress
+    megabytes = [float(match["mb"].replace(",", "")) for match in matches]
+    assert megabytes == sorted(megabytes) and 0 < megabytes[-1] <= report.bytes / 1e6
+    assert final.startswith("delivered slow.csv: 200,000 rows, ")
+    assert "size checked on the server" in final
+    assert (
+        report.checked_size
+        == report.bytes
+        == (tmp_path / "partner" / "slow.csv").stat().st_size
+    )
+    assert report.seconds >= 1.0
+
+
+def test_chunked_progress_counts_rows(events_database, tmp_path, caplog):
+    """Chunks shaped slowly: every line says the rows so far, and they grow."""
+    caplog.set_level(logging.INFO, logger="flows")
+    sink = delivery.LocalFolderSink(str(tmp_path / "out"))
+
+    def slow_transform(frame):
+        time.sleep(0.1)
+        return frame
+
+    report = delivery.deliver_query_in_chunks.fn(
+        events_database,
+        SLOW_QUERY,
+        sink,
+        "chunks.csv",
+        parameters={**SLOW_ROWS, "pause": 0},
+        transform=slow_transform,
+        chunk_rows=20_000,
+        progress_seconds=0.2,
+    )
+    *progress, final = flows_log_lines(caplog)
+    assert len(progress) >= 3, progress
+    rows = [
+        int(PROGRESS_LINE.match(line)["rows"].replace(",", "")) for line in progress
+    ]
+    assert rows == sorted(rows) and rows[-1] > rows[0] and rows[-1] <= 200_000
+    assert final.startswith("delivered chunks.csv: 200,000 rows, ")
+    assert report.checked_size is None  # a local folder checks nothing
+
+
+def test_fast_file_gets_the_final_line_only(tmp_path, caplog):
+    """With the default interval a small file logs one line: the delivered one."""
+    caplog.set_level(logging.INFO, logger="flows")
+    sink = delivery.LocalFolderSink(str(tmp_path / "out"))
+    frame = pd.DataFrame({"id": range(100_000), "name": "x" * 40})
+    report = delivery.deliver_frame.fn(sink, frame, "fast.csv")
+    assert report.seconds < 5
+    [line] = flows_log_lines(caplog)
+    assert line.startswith("delivered fast.csv: 100,000 rows, ")
+    assert f"({report.bytes} bytes)" in line and line.endswith(f"to {report.location}")
+
+
+async def read_artifacts():
+    """Every artifact on the session's server."""
+    # pylint: disable-next=import-outside-toplevel
+    from prefect import get_client
+
+    async with get_client() as client:
+        return await client.read_artifacts()
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_no_artifact_outside_a_run(tmp_path):
+    """Scripts and benchmarks call the tasks' functions: no artifact, no error."""
+    before = {artifact.id for artifact in asyncio.run(read_artifacts())}
+    sink = delivery.LocalFolderSink(str(tmp_path / "out"))
+    report = delivery.deliver_frame.fn(sink, pd.DataFrame({"a": [1]}), "outside.csv")
+    assert delivery.summarize_deliveries([report], key="outside-a-run") is None
+    after = {artifact.id for artifact in asyncio.run(read_artifacts())}
+    assert after == before

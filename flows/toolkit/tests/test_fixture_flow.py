@@ -1,10 +1,14 @@
 """The fixture flow, whole: dev on a fresh checkout, prod against PostgreSQL and sshd."""
 
+import asyncio
+import json
 import os
 
 import pytest
 from deploy_helpers import run_flow_script
+from prefect import get_client
 from prefect.blocks.system import Secret
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from sqlalchemy import create_engine
 
 from conftest import FIXTURE_FLOWS_DIR, sftp_connection_to
@@ -35,24 +39,20 @@ def test_dev_run_needs_no_configuration(checkout, monkeypatch):
     assert str(output / "customer_totals.csv") in completed.stdout + completed.stderr
 
 
-@pytest.mark.usefixtures("prefect_api_url")
-def test_prod_run_reads_postgres_and_delivers_over_sftp(
-    postgres, sshd, tmp_path, monkeypatch
-):
-    """With prod blocks saved, the same flow reads PostgreSQL and delivers by SFTP.
+@pytest.fixture
+def prod_blocks(postgres, sshd, tmp_path, monkeypatch, prefect_api_url):
+    """The prod blocks saved: PostgreSQL with dev's sample data, sshd's folder.
 
-    PostgreSQL holds the same sample data as dev's SQLite, so the files must be the
-    same bytes as a dev run's.
+    The partner's folder is returned; the secrets the blocks hold are in
+    `postgres.password` and `sshd.client_key`.
     """
-    # pylint: disable-next=import-outside-toplevel
-    from fixture_flow import fixture_flow
-
+    del prefect_api_url  # the blocks are saved on the session's server
     monkeypatch.setattr(database, "SQL_DIR", FIXTURE_FLOWS_DIR / "sql")
-
     database_name = "shop"
     engine = create_engine(postgres.url())
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
-        admin.exec_driver_sql(f"DROP DATABASE IF EXISTS {database_name}")
+        # An earlier run's engines may still hold pooled connections to it.
+        admin.exec_driver_sql(f"DROP DATABASE IF EXISTS {database_name} WITH (FORCE)")
         admin.exec_driver_sql(f"CREATE DATABASE {database_name}")
     engine.dispose()
     load_fixture_data(create_engine(postgres.url(database=database_name)))
@@ -66,13 +66,73 @@ def test_prod_run_reads_postgres_and_delivers_over_sftp(
     sftp_connection_to(sshd, str(partner / "nightly")).save(
         "fixture-sftp-prod", overwrite=True
     )
+    return partner / "nightly"
+
+
+def test_prod_run_reads_postgres_and_delivers_over_sftp(
+    prod_blocks, tmp_path, monkeypatch
+):
+    """With prod blocks saved, the same flow reads PostgreSQL and delivers by SFTP.
+
+    PostgreSQL holds the same sample data as dev's SQLite, so the files must be the
+    same bytes as a dev run's.
+    """
+    # pylint: disable-next=import-outside-toplevel
+    from fixture_flow import fixture_flow
 
     prod_rows = fixture_flow(env="prod")
     monkeypatch.setenv("FLOWS_OUTPUT_DIR", str(tmp_path / "dev-output"))
     dev_rows = fixture_flow(env="dev")
 
-    assert sorted(os.listdir(partner / "nightly")) == DELIVERED
+    assert sorted(os.listdir(prod_blocks)) == DELIVERED
     assert prod_rows == dev_rows and all(count > 0 for count in prod_rows.values())
     for name in DELIVERED:
         dev_file = tmp_path / "dev-output" / "dev" / name
-        assert (partner / "nightly" / name).read_bytes() == dev_file.read_bytes()
+        assert (prod_blocks / name).read_bytes() == dev_file.read_bytes()
+
+
+async def artifacts_of_run(flow_run_id) -> list:
+    """The artifacts of one flow run and its task runs, read back from the API."""
+    async with get_client() as client:
+        return await client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+
+
+def secret_lines(postgres, sshd) -> list[str]:
+    """Every piece of a secret the prod blocks hold: the password, the key's lines."""
+    key_lines = [
+        line
+        for line in sshd.client_key.splitlines()
+        if line.strip() and "PRIVATE KEY" not in line
+    ]
+    return [postgres.password, *key_lines]
+
+
+def test_prod_run_records_every_file_as_artifacts(prod_blocks, postgres, sshd):
+    """One table per delivery task and the flow's table of both files, with the
+    sizes the SFTP server checked, and no secret anywhere in them."""
+    # pylint: disable-next=import-outside-toplevel
+    from fixture_flow import fixture_flow
+
+    state = fixture_flow(env="prod", return_state=True)
+    assert state.is_completed()
+    artifacts = asyncio.run(artifacts_of_run(state.state_details.flow_run_id))
+
+    [summary] = [a for a in artifacts if a.key == "fixture-deliveries-prod"]
+    rows = sorted(json.loads(summary.data), key=lambda row: row["file"])
+    assert [row["file"] for row in rows] == DELIVERED
+    for row in rows:
+        size = (prod_blocks / row["file"]).stat().st_size
+        assert row["bytes"] == row["remote size checked"] == size
+        assert row["rows"] > 0 and row["seconds"] >= 0 and row["MB/s"] >= 0
+        assert row["destination"] == (
+            f"sftp://{sshd.user}@127.0.0.1:{sshd.port}{prod_blocks}/{row['file']}"
+        )
+    per_task = [row for a in artifacts if a.task_run_id for row in json.loads(a.data)]
+    assert sorted(per_task, key=lambda row: row["file"]) == rows
+    for artifact in artifacts:
+        shown = f"{artifact.data} {artifact.description}"
+        assert not [
+            secret for secret in secret_lines(postgres, sshd) if secret in shown
+        ]
