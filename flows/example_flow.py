@@ -23,13 +23,12 @@ from typing import Callable, Literal
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
 
 import util
 from sample_data import sample_database
 from toolkit import connections
 from toolkit.database import query_dataframe
-from toolkit.delivery import deliver_frame
+from toolkit.delivery import deliver_frame, summarize_deliveries
 from toolkit.sftp import NETWORK_RETRIES
 
 SYSTEM = "example"
@@ -196,9 +195,9 @@ def example_flow(env: Literal["dev", "prod"] = "dev", term: str = "2024-08") -> 
     source = connections.database_for(SYSTEM, env, dev_default=sample_database)
     sink = connections.sink_for(SYSTEM, env)
     reports = run_extracts(source, sink, extracts_for(term))
-    create_table_artifact(
+    summarize_deliveries(
+        reports,
         key=f"{SYSTEM}-deliveries-{env}",
-        table=[vars(report) for report in reports],
         description=f"Files delivered by the {env} run for term {term}",
     )
     for report in reports:
