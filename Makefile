@@ -23,8 +23,9 @@ DEMO_FLOW ?= $(firstword $(shell grep -l '^ *util\.run_flow_command_line_interfa
 # util.py, tools/ and bench/, linted by test-template.
 TOOLKIT := flows/toolkit
 TEMPLATE_LINTED := $(TOOLKIT) flows/util.py tools bench
-# pytest-xdist workers for the toolkit's suite: its tests mostly wait on servers.
-TEMPLATE_WORKERS ?= 2
+# pytest-xdist workers for the toolkit's suite: on 2 cores, 3 keep both busy while
+# tests wait on servers and subprocesses (measured: 312 s with 2, 280 s with 3).
+TEMPLATE_WORKERS ?= 3
 
 .PHONY: venv demo server stop setup test lint test-template lint-template format \
 	bench deploy-all delete-branch upgrade release clean
@@ -63,7 +64,7 @@ setup: venv
 # A copy's checks, fast: the team's code, the files every deployment needs.
 lint: venv
 	$(PY) -m black --check --extend-exclude '^/$(TOOLKIT)/' flows
-	$(PY) -m pylint --fail-under=8.5 --ignore-paths='^$(TOOLKIT)/.*$$' flows
+	$(PY) -m pylint --jobs=2 --fail-under=8.5 --ignore-paths='^$(TOOLKIT)/.*$$' flows
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/hadolint image/Dockerfile
 	$(VENV)/bin/deptry flows
@@ -76,7 +77,7 @@ test: lint
 # The toolkit's real-server suite: PR checks run it when a template path changed.
 lint-template: venv
 	$(PY) -m black --check $(TEMPLATE_LINTED)
-	$(PY) -m pylint --fail-under=8.5 $(TEMPLATE_LINTED)
+	$(PY) -m pylint --jobs=2 --fail-under=8.5 $(TEMPLATE_LINTED)
 
 test-template: lint-template
 	$(UV) pip install --quiet --python $(PY) -r requirements-kubernetes.txt

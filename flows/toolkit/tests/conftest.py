@@ -19,6 +19,19 @@ from pathlib import Path
 # the user's ~/.prefect before anything imports it.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="flows-tests-prefect-home-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The server's background loops that no test waits on, off in the servers the tests
+# start: on two cores their CPU is the suite's (a deployment with a cron schedule
+# alone has the scheduler write a hundred runs). The notification service stays on.
+for _service in (
+    "SCHEDULER",
+    "LATE_RUNS",
+    "PAUSE_EXPIRATIONS",
+    "CANCELLATION_CLEANUP",
+    "FOREMAN",
+    "TRIGGERS",
+    "EVENT_PERSISTER",
+):
+    os.environ.setdefault(f"PREFECT_API_SERVICES_{_service}_ENABLED", "false")
 
 # pylint: disable=wrong-import-position,wrong-import-order,redefined-outer-name
 import pytest

@@ -139,8 +139,9 @@ def test_make_test_lints_and_tests_the_team_files_only():
     toolkit's checks of every copy)."""
     commands = make_commands("test")
     assert "-m black --check --extend-exclude '^/flows/toolkit/' flows" in commands
-    assert "-m pylint --fail-under=8.5 --ignore-paths='^flows/toolkit/.*$' flows" in (
-        commands
+    assert (
+        "-m pylint --jobs=2 --fail-under=8.5 --ignore-paths='^flows/toolkit/.*$' flows"
+        in (commands)
     )
     for check in ("check-jsonschema", "hadolint image/Dockerfile", "deptry flows"):
         assert check in commands
@@ -154,8 +155,9 @@ def test_make_test_template_lints_and_tests_the_toolkit():
     toolkit's real-server suite."""
     commands = make_commands("test-template")
     assert "-m black --check flows/toolkit flows/util.py tools bench" in commands
-    assert "-m pylint --fail-under=8.5 flows/toolkit flows/util.py tools bench" in (
-        commands
+    assert (
+        "-m pylint --jobs=2 --fail-under=8.5 flows/toolkit flows/util.py tools bench"
+        in (commands)
     )
     assert re.search(r"-m pytest -n \d+ flows/toolkit/tests$", commands, re.M)
 
