@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import sys
@@ -171,33 +172,31 @@ async def _publish(plans, flows, flows_dir, storage, api_url) -> Published:
     branch = plans[0]
     async with get_client() as client:
         await prefect_api.check_api_reachable(client, api_url)
-        paused = [await _is_paused(client, plan) for plan in plans]
+        existing = [await prefect_api.read_deployment(client, plan) for plan in plans]
+        # Someone paused it in the UI: re-enabling is a person's decision, not a deploy's.
+        paused = [
+            found is not None and prefect_api.is_paused(found) for found in existing
+        ]
         await storage.check()
         await prefect_api.ensure_work_pool(
             client, branch.work_pool, branch.work_pool_type, [branch.work_queue]
         )
         old_copy = await storage.current_copy(client, branch.pointer_block)
         new_copy = storage.new_copy(branch.storage_location, branch.commit)
+        registered: list[UUID] = []
         try:
             await storage.write_copy(flows_dir, branch.files, new_copy)
             if old_copy is None:  # a first deploy: runs need the block from the start
                 await storage.point(branch.pointer_block, new_copy)
             pull_steps = await storage.pull_steps(client, branch.pointer_block)
-            registered = [
-                await prefect_api.register_deployment(
-                    client,
-                    plan,
-                    flow,
-                    pull_steps=pull_steps,
-                    storage_needs=storage.storage_needs(),
-                    paused=kept_paused,
-                )
-                for plan, flow, kept_paused in zip(plans, flows, paused)
-            ]
+            await _register_each(
+                client, zip(plans, flows, paused), pull_steps, storage, registered
+            )
         except BaseException:
             # Put back what was: the failure itself is what the person needs to see.
-            first_block = branch.pointer_block if old_copy is None else None
-            await storage.discard(new_copy, first_block)
+            created = [new for new, found in zip(registered, existing) if found is None]
+            await _take_back(client, created)
+            await storage.discard(new_copy, None if old_copy else branch.pointer_block)
             raise
         if old_copy is not None:
             await _switch(storage, branch, new_copy)
@@ -205,10 +204,28 @@ async def _publish(plans, flows, flows_dir, storage, api_url) -> Published:
         return Published(new_copy, list(zip(registered, paused)))
 
 
-async def _is_paused(client, plan: DeploymentPlan) -> bool:
-    """Someone paused it in the UI: re-enabling is a person's decision, not a deploy's."""
-    existing = await prefect_api.read_deployment(client, plan)
-    return existing is not None and prefect_api.is_paused(existing)
+async def _register_each(client, deployments, pull_steps, storage, registered) -> None:
+    """Register each (plan, flow, kept paused) against the copy; each id is added to
+    `registered` as it is made, so a failure midway knows what to take back."""
+    for plan, flow, kept_paused in deployments:
+        registered.append(
+            await prefect_api.register_deployment(
+                client,
+                plan,
+                flow,
+                pull_steps=pull_steps,
+                storage_needs=storage.storage_needs(),
+                paused=kept_paused,
+            )
+        )
+
+
+async def _take_back(client, deployment_ids: list[UUID]) -> None:
+    """Delete the deployments a failed deploy created before it failed: their copy is
+    about to be removed. Best effort, like the rest of undoing."""
+    for deployment_id in deployment_ids:
+        with contextlib.suppress(Exception):
+            await client.delete_deployment(deployment_id)
 
 
 async def _switch(storage, branch: DeploymentPlan, new_copy: str) -> None:

@@ -8,11 +8,14 @@ from conftest import REPO_NAME, git
 from deploy_helpers import (
     call_command_line,
     count_deployments,
+    read_block_basepath,
     read_deployment,
     stored_files,
 )
 
 from toolkit import cli
+from toolkit.deployer import prefect_api
+from toolkit.deployer.plan import pointer_block_name, relative_storage_path
 from toolkit.deployer.repository import branch_slug
 
 
@@ -72,6 +75,42 @@ def test_deploy_all_checks_every_flow_before_deploying_any(
     assert code == 2 and "DEPLOYMENT in" in err, err
     assert count_deployments() == deployments_before
     assert not (Path(os.environ["FLOWS_STORAGE_ROOT"]) / "dev").exists()
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_deploy_all_failing_midway_leaves_no_deployment_copy_or_block(
+    checkout, capsys, monkeypatch
+):
+    """The API refuses the second registration of a branch's first deploy-all: the
+    first deployment, the copy and the branch's block are taken back."""
+    git(checkout, "switch", "-q", "-c", "feature/midway")
+    add_second_flow(checkout)
+    register = prefect_api.register_deployment
+    calls = []
+
+    async def refuse_the_second(client, plan, flow, **settings):
+        calls.append(plan.name)
+        if len(calls) == 2:
+            raise RuntimeError("the API went away mid-deploy")
+        # The keyword arguments pass on as given: pylint cannot see them in **settings.
+        # pylint: disable-next=missing-kwoa
+        return await register(client, plan, flow, **settings)
+
+    monkeypatch.setattr(prefect_api, "register_deployment", refuse_the_second)
+    deployments_before = count_deployments()
+    with pytest.raises(RuntimeError, match="went away"):
+        run_repository_command(
+            checkout, "deploy-all", capsys=capsys, monkeypatch=monkeypatch
+        )
+    assert len(calls) == 2
+    assert count_deployments() == deployments_before
+    branch_storage = Path(os.environ["FLOWS_STORAGE_ROOT"]) / "dev" / REPO_NAME
+    assert not list(branch_storage.rglob("*.py"))
+    block = pointer_block_name(
+        relative_storage_path(REPO_NAME, "dev", branch_slug("feature/midway"))
+    )
+    with pytest.raises(ValueError):
+        read_block_basepath(block)
 
 
 @pytest.mark.usefixtures("prefect_api_url")
