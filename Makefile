@@ -66,6 +66,7 @@ lint: venv
 	$(PY) -m black --check --extend-exclude '^/$(TOOLKIT)/' flows
 	$(PY) -m pylint --jobs=2 --fail-under=8.5 --ignore-paths='^$(TOOLKIT)/.*$$' flows
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(VENV)/bin/zizmor --offline --no-progress --min-severity medium .github
 	$(VENV)/bin/hadolint image/Dockerfile
 	$(VENV)/bin/deptry flows
 

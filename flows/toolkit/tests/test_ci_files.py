@@ -41,6 +41,85 @@ def test_a_broken_workflow_is_caught(tmp_path):
     assert check_workflows(broken).returncode != 0
 
 
+def zizmor(*paths, config=True) -> subprocess.CompletedProcess:
+    """zizmor as `make lint` runs it: offline (no GitHub token), medium or higher."""
+    options = ["--offline", "--no-progress", "--color", "never"]
+    options += ["--min-severity", "medium"]
+    if not config:
+        options.append("--no-config")
+    return run_tool(TOOLS_BIN / "zizmor", *options, *paths)
+
+
+def test_workflows_pass_zizmor():
+    """No finding of medium or higher in .github/ (workflows and dependabot.yml)."""
+    result = zizmor(REPOSITORY_DIR / ".github")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflows_pin_actions_keep_no_token_and_ask_least_permissions():
+    """Every action is pinned to a commit with its version in a comment, no checkout
+    keeps its token, and only the image job may write (packages)."""
+    for path in WORKFLOWS:
+        text = path.read_text()
+        for line in re.findall(r"^\s*(?:- )?uses: .*$", text, re.M):
+            assert re.search(
+                r"uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line
+            ), f"{path.name}: {line.strip()}"
+        workflow = yaml.safe_load(text)
+        assert workflow["permissions"] == {}, path.name
+        for name, job in workflow["jobs"].items():
+            writes = {k for k, v in job["permissions"].items() if v == "write"}
+            expected = {"packages"} if path.name == "image.yml" else set()
+            assert writes == expected, f"{path.name} {name}: {writes}"
+            for step in job["steps"]:
+                if step.get("uses", "").startswith("actions/checkout@"):
+                    assert step["with"]["persist-credentials"] is False
+
+
+def test_an_unpinned_action_is_caught_by_zizmor(tmp_path):
+    """A workflow clean but for `actions/checkout@v4` fails the check (so it can)."""
+    workflow = tmp_path / ".github" / "workflows" / "unpinned.yml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text(
+        "name: Unpinned\n"
+        "on: push\n"
+        "permissions: {}\n"
+        "jobs:\n"
+        "  build:\n"
+        "    runs-on: ubuntu-latest\n"
+        "    steps:\n"
+        "      - uses: %s\n"
+        "        with:\n"
+        "          persist-credentials: false\n"
+    )
+    pinned = "actions/checkout@11d5960a326750d5838078e36cf38b85af677262 # v4.4.0"
+    workflow.write_text(workflow.read_text() % pinned)
+    clean = zizmor(workflow, config=False)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    workflow.write_text(workflow.read_text().replace(pinned, "actions/checkout@v4"))
+    result = zizmor(workflow, config=False)
+    assert result.returncode != 0
+    assert "unpinned-uses" in result.stdout + result.stderr
+
+
+def test_dependabot_proposes_updates_of_the_pins_and_the_requirements():
+    """Weekly update PRs for the actions and for both requirement folders."""
+    config = yaml.safe_load((REPOSITORY_DIR / ".github" / "dependabot.yml").read_text())
+    updates = {
+        (update["package-ecosystem"], update["directory"]): update["schedule"]
+        for update in config["updates"]
+    }
+    assert set(updates) == {("github-actions", "/"), ("pip", "/image"), ("pip", "/")}
+    assert all(schedule["interval"] == "weekly" for schedule in updates.values())
+    result = run_tool(
+        TOOLS_BIN / "check-jsonschema",
+        "--builtin-schema",
+        "vendor.dependabot",
+        REPOSITORY_DIR / ".github" / "dependabot.yml",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_dockerfile_passes_hadolint(tmp_path):
     """The Dockerfile is lint-clean; an unpinned base image is caught."""
     dockerfile = REPOSITORY_DIR / "image" / "Dockerfile"
@@ -143,6 +222,7 @@ def test_make_test_lints_and_tests_the_team_files_only():
         "-m pylint --jobs=2 --fail-under=8.5 --ignore-paths='^flows/toolkit/.*$' flows"
         in (commands)
     )
+    assert "zizmor --offline --no-progress --min-severity medium .github" in commands
     for check in ("check-jsonschema", "hadolint image/Dockerfile", "deptry flows"):
         assert check in commands
     assert re.search(r"^\S+python -m pytest$", commands, re.M)
