@@ -75,12 +75,28 @@ class Postgres:
     user: str
     password: str
     database: str = "postgres"
+    # Where its data lives and whom it runs as: what `restart` needs.
+    data_dir: Path | None = None
+    run_as: str | None = None
 
     def url(self, password: bool = True, database: str | None = None) -> str:
         """A SQLAlchemy URL (psycopg2), with or without the password."""
         secret = f":{self.password}" if password else ""
         name = database or self.database
         return f"postgresql+psycopg2://{self.user}{secret}@127.0.0.1:{self.port}/{name}"
+
+    def restart(self) -> None:
+        """`pg_ctl restart -m fast`, as an administrator would: every session is
+        terminated (57P01); it returns once the server accepts connections again."""
+        _pg_ctl(self, "-m", "fast", "-w", "-t", str(START_TIMEOUT_SECONDS), "restart")
+
+
+def _pg_ctl(server: Postgres, *arguments: str) -> None:
+    # The server's output goes to its log file: a pipe left open by the server
+    # would keep _run waiting for it.
+    log = server.data_dir.parent / "log"
+    command = [str(POSTGRES_BIN / "pg_ctl"), "-D", str(server.data_dir)]
+    _run([*command, "-l", str(log), *arguments], user=server.run_as)
 
 
 @contextlib.contextmanager
@@ -93,7 +109,13 @@ def running_postgres() -> Iterator[Postgres]:
         raise ServiceUnavailable(f"PostgreSQL is not installed ({POSTGRES_BIN})")
     run_as = "postgres" if os.geteuid() == 0 else None
     folder = Path(tempfile.mkdtemp(prefix="flows-postgres-"))
-    server = Postgres(port=free_port(), user="flows", password="flows-test-password")
+    server = Postgres(
+        port=free_port(),
+        user="flows",
+        password="flows-test-password",
+        data_dir=folder / "data",
+        run_as=run_as,
+    )
     try:
         if run_as:
             entry = pwd.getpwnam(run_as)
