@@ -37,6 +37,7 @@ def _newest_postgres_bin() -> Path:
 POSTGRES_BIN = _newest_postgres_bin()
 SSHD = Path("/usr/sbin/sshd")
 START_TIMEOUT_SECONDS = 60
+_WAIT = ("-w", "-t", str(START_TIMEOUT_SECONDS))  # pg_ctl: wait, but not for ever
 
 
 class ServiceUnavailable(RuntimeError):
@@ -75,7 +76,7 @@ class Postgres:
     user: str
     password: str
     database: str = "postgres"
-    # Where its data lives and whom it runs as: what `restart` needs.
+    # Where its data lives and whom it runs as: what start, stop and restart need.
     data_dir: Path | None = None
     run_as: str | None = None
 
@@ -85,10 +86,21 @@ class Postgres:
         name = database or self.database
         return f"postgresql+psycopg2://{self.user}{secret}@127.0.0.1:{self.port}/{name}"
 
+    def start(self) -> None:
+        """`pg_ctl start` on 127.0.0.1 and this port; returns once it accepts logins."""
+        folder = self.data_dir.parent
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {folder}"
+        options += " -c fsync=off -c full_page_writes=off"  # a throw-away database
+        _pg_ctl(self, "-o", options, *_WAIT, "start")
+
+    def stop(self) -> None:
+        """`pg_ctl stop -m fast`: every session is terminated, then the server exits."""
+        _pg_ctl(self, "-m", "fast", *_WAIT, "stop")
+
     def restart(self) -> None:
         """`pg_ctl restart -m fast`, as an administrator would: every session is
         terminated (57P01); it returns once the server accepts connections again."""
-        _pg_ctl(self, "-m", "fast", "-w", "-t", str(START_TIMEOUT_SECONDS), "restart")
+        _pg_ctl(self, "-m", "fast", *_WAIT, "restart")
 
 
 def _pg_ctl(server: Postgres, *arguments: str) -> None:
@@ -130,21 +142,11 @@ def running_postgres() -> Iterator[Postgres]:
             + ["--auth=scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8"],
             user=run_as,
         )
-        options = f"-c listen_addresses=127.0.0.1 -p {server.port} -k {folder}"
-        options += " -c fsync=off -c full_page_writes=off"  # a throw-away database
-        _run(
-            [str(POSTGRES_BIN / "pg_ctl"), "-D", str(data), "-o", options]
-            + ["-l", str(folder / "log"), "-w", "-t", str(START_TIMEOUT_SECONDS)]
-            + ["start"],
-            user=run_as,
-        )
+        server.start()
         try:
             yield server
         finally:
-            _run(
-                [str(POSTGRES_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-                user=run_as,
-            )
+            server.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

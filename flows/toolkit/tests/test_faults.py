@@ -14,10 +14,13 @@ import threading
 import time
 from dataclasses import dataclass
 
+import paramiko
 import psycopg2
 import pytest
-from conftest import serve
+from conftest import FIXTURE_FLOWS_DIR, serve, sftp_connection_to
+from fixture_data import load_fixture_data
 from prefect import flow, get_client, task
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.blocks.system import Secret
 from sqlalchemy import create_engine, exc, text
 
@@ -25,6 +28,7 @@ import services
 from toolkit import database
 from toolkit import delivery
 from toolkit import retries
+from toolkit import sftp
 from toolkit.database import DatabaseConnection
 
 ROWS = 300_000
@@ -364,4 +368,88 @@ def test_libpq_messages_without_sqlstate_are_classified(message, transient):
     """psycopg2 gives no SQLSTATE for connection errors: libpq's words decide."""
     error = psycopg2.OperationalError(message)
     assert error.pgcode is None
+    assert retries.is_transient(error) is transient
+
+
+@pytest.fixture
+def fixture_blocks_on_restartable_postgres(
+    restartable_postgres, sshd, tmp_path, monkeypatch, prefect_api_url
+):
+    """The fixture flow's prod blocks, its database on the server this module
+    restarts; the partner's folder is returned."""
+    del prefect_api_url  # the blocks are saved on the session's server
+    monkeypatch.setattr(database, "SQL_DIR", FIXTURE_FLOWS_DIR / "sql")
+    server = restartable_postgres
+    admin = create_engine(server.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql("DROP DATABASE IF EXISTS shop WITH (FORCE)")
+        connection.exec_driver_sql("CREATE DATABASE shop")
+    admin.dispose()
+    shop = create_engine(server.url(database="shop"))
+    load_fixture_data(shop)
+    shop.dispose()
+    DatabaseConnection(
+        url=server.url(password=False, database="shop"),
+        password=Secret(value=server.password),
+    ).save("fixture-database-prod", overwrite=True)
+    partner = tmp_path / "partner" / "nightly"
+    sftp_connection_to(sshd, str(partner)).save("fixture-sftp-prod", overwrite=True)
+    return partner
+
+
+async def task_runs_of(flow_run_id) -> list:
+    """The task runs of one flow run, as the API holds them."""
+    async with get_client() as client:
+        return await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+
+
+def test_fixture_flow_outlives_a_database_restart(
+    fixture_blocks_on_restartable_postgres, restartable_postgres, tmp_path, monkeypatch
+):
+    """The template's fixture flow, prod, against PostgreSQL and sshd: the database is
+    down when its tasks first connect (refused) and back 2 s later. The tasks retry,
+    the run completes, and its files are a dev run's, byte for byte."""
+    # pylint: disable-next=import-outside-toplevel
+    from fixture_flow import fixture_flow
+
+    partner = fixture_blocks_on_restartable_postgres
+    monkeypatch.setenv("FLOWS_OUTPUT_DIR", str(tmp_path / "dev-output"))
+    dev_rows = fixture_flow(env="dev")
+
+    restartable_postgres.stop()
+    starter = threading.Timer(2.0, restartable_postgres.start)
+    starter.start()
+    try:
+        state = fixture_flow(env="prod", return_state=True)
+    finally:
+        starter.join()
+
+    assert state.is_completed()
+    assert state.result() == dev_rows
+    task_runs = asyncio.run(task_runs_of(state.state_details.flow_run_id))
+    extracts = [run for run in task_runs if run.name.startswith("extract ")]
+    assert len(extracts) == 2 and all(run.run_count >= 2 for run in extracts)
+    assert sorted(os.listdir(partner)) == sorted(dev_rows)
+    for name in dev_rows:
+        dev_file = tmp_path / "dev-output" / "dev" / name
+        assert (partner / name).read_bytes() == dev_file.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "error, transient",
+    [
+        (ConnectionResetError("reset by peer"), True),
+        (EOFError(), True),
+        (paramiko.SSHException("Server connection dropped"), True),
+        (paramiko.AuthenticationException("refused"), False),
+        (sftp.HostKeyRefused("not in the connection's known_hosts"), False),
+        (FileNotFoundError("no such file"), False),
+        (PermissionError("denied"), False),
+        (ValueError("bad row"), False),
+    ],
+)
+def test_sftp_and_other_errors_are_classified(error, transient):
+    """SFTP network faults stay retried; refusals, missing files and bugs are not."""
     assert retries.is_transient(error) is transient
