@@ -52,6 +52,9 @@ UNREACHABLE_PHRASES = (
     "timeout expired",
     "ssl syscall error",
     "ssl connection has been closed unexpectedly",
+    # psycopg2, when the connection breaks mid-COPY before libpq has read why:
+    # a server that refused something always says what.
+    "no message from the libpq",
 )
 
 
