@@ -37,6 +37,7 @@ def _newest_postgres_bin() -> Path:
 POSTGRES_BIN = _newest_postgres_bin()
 SSHD = Path("/usr/sbin/sshd")
 START_TIMEOUT_SECONDS = 60
+_WAIT = ("-w", "-t", str(START_TIMEOUT_SECONDS))  # pg_ctl: wait, but not for ever
 
 
 class ServiceUnavailable(RuntimeError):
@@ -75,12 +76,39 @@ class Postgres:
     user: str
     password: str
     database: str = "postgres"
+    # Where its data lives and whom it runs as: what start, stop and restart need.
+    data_dir: Path | None = None
+    run_as: str | None = None
 
     def url(self, password: bool = True, database: str | None = None) -> str:
         """A SQLAlchemy URL (psycopg2), with or without the password."""
         secret = f":{self.password}" if password else ""
         name = database or self.database
         return f"postgresql+psycopg2://{self.user}{secret}@127.0.0.1:{self.port}/{name}"
+
+    def start(self) -> None:
+        """`pg_ctl start` on 127.0.0.1 and this port; returns once it accepts logins."""
+        folder = self.data_dir.parent
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {folder}"
+        options += " -c fsync=off -c full_page_writes=off"  # a throw-away database
+        _pg_ctl(self, "-o", options, *_WAIT, "start")
+
+    def stop(self) -> None:
+        """`pg_ctl stop -m fast`: every session is terminated, then the server exits."""
+        _pg_ctl(self, "-m", "fast", *_WAIT, "stop")
+
+    def restart(self) -> None:
+        """`pg_ctl restart -m fast`, as an administrator would: every session is
+        terminated (57P01); it returns once the server accepts connections again."""
+        _pg_ctl(self, "-m", "fast", *_WAIT, "restart")
+
+
+def _pg_ctl(server: Postgres, *arguments: str) -> None:
+    # The server's output goes to its log file: a pipe left open by the server
+    # would keep _run waiting for it.
+    log = server.data_dir.parent / "log"
+    command = [str(POSTGRES_BIN / "pg_ctl"), "-D", str(server.data_dir)]
+    _run([*command, "-l", str(log), *arguments], user=server.run_as)
 
 
 @contextlib.contextmanager
@@ -93,7 +121,13 @@ def running_postgres() -> Iterator[Postgres]:
         raise ServiceUnavailable(f"PostgreSQL is not installed ({POSTGRES_BIN})")
     run_as = "postgres" if os.geteuid() == 0 else None
     folder = Path(tempfile.mkdtemp(prefix="flows-postgres-"))
-    server = Postgres(port=free_port(), user="flows", password="flows-test-password")
+    server = Postgres(
+        port=free_port(),
+        user="flows",
+        password="flows-test-password",
+        data_dir=folder / "data",
+        run_as=run_as,
+    )
     try:
         if run_as:
             entry = pwd.getpwnam(run_as)
@@ -108,21 +142,11 @@ def running_postgres() -> Iterator[Postgres]:
             + ["--auth=scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8"],
             user=run_as,
         )
-        options = f"-c listen_addresses=127.0.0.1 -p {server.port} -k {folder}"
-        options += " -c fsync=off -c full_page_writes=off"  # a throw-away database
-        _run(
-            [str(POSTGRES_BIN / "pg_ctl"), "-D", str(data), "-o", options]
-            + ["-l", str(folder / "log"), "-w", "-t", str(START_TIMEOUT_SECONDS)]
-            + ["start"],
-            user=run_as,
-        )
+        server.start()
         try:
             yield server
         finally:
-            _run(
-                [str(POSTGRES_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-                user=run_as,
-            )
+            server.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

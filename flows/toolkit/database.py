@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import psycopg2
 from sqlalchemy.engine import Engine, make_url
 
 from toolkit import arrow_csv
+from toolkit import retries
 from toolkit.logs import run_logger
 from toolkit.streams import CHUNK_BYTES, CountingWriter, Progress
 
@@ -95,7 +96,7 @@ def _engine_of(source: DatabaseConnection | Engine) -> Engine:
     return source if isinstance(source, Engine) else source.create_engine()
 
 
-@task(retries=2, retry_delay_seconds=10)
+@task(**retries.TRANSIENT_RETRIES)
 def query_dataframe(
     source: DatabaseConnection | Engine,
     query: str,

@@ -26,6 +26,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 
 from toolkit import arrow_csv
 from toolkit import database
+from toolkit import retries
 from toolkit import sftp
 from toolkit.logs import run_logger
 from toolkit.streams import MEGABYTE, PROGRESS_SECONDS, CountingWriter, Progress
@@ -188,7 +189,7 @@ def summarize_deliveries(
     )
 
 
-@task(**sftp.NETWORK_RETRIES)
+@task(**retries.TRANSIENT_RETRIES)
 def deliver_frame(
     sink: Sink,
     frame: pd.DataFrame,
@@ -203,7 +204,7 @@ def deliver_frame(
     return _finish(sink, progress, stream, len(frame))
 
 
-@task(**sftp.NETWORK_RETRIES)
+@task(**retries.TRANSIENT_RETRIES)
 def deliver_query_in_chunks(  # pylint: disable=too-many-arguments
     source: database.DatabaseConnection,
     query: str,
@@ -230,7 +231,7 @@ def deliver_query_in_chunks(  # pylint: disable=too-many-arguments
     return _finish(sink, progress, stream, rows)
 
 
-@task(**sftp.NETWORK_RETRIES)
+@task(**retries.TRANSIENT_RETRIES)
 def deliver_query_as_is(  # pylint: disable=too-many-arguments
     source: database.DatabaseConnection,
     query: str,

@@ -21,16 +21,16 @@ import paramiko
 from prefect import task
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
-from prefect.tasks import exponential_backoff
 from pydantic.v1 import Field
 
+from toolkit import retries
 from toolkit.logs import run_logger
 from toolkit.streams import CHUNK_BYTES, CountingWriter, Progress
 
 _KEY_TYPES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 
 
-class HostKeyRefused(paramiko.SSHException):
+class HostKeyRefused(retries.PermanentFailure, paramiko.SSHException):
     """The server's host key is not among the connection's known_hosts lines."""
 
 
@@ -230,30 +230,12 @@ def copy_stream(source: BinaryIO, destination) -> int:
     return copied
 
 
-async def is_transient_failure(task, task_run, state) -> bool:  # pylint: disable=W0613
-    """Retry network faults; never a refused login, host key or missing file."""
-    error = await state.result(raise_on_failure=False, fetch=True)
-    permanent = (
-        paramiko.AuthenticationException,
-        paramiko.BadHostKeyException,
-        HostKeyRefused,
-        FileNotFoundError,
-        PermissionError,
-    )
-    if isinstance(error, permanent):
-        return False
-    return isinstance(error, (OSError, EOFError, paramiko.SSHException))
+# The names flows imported before every source's faults were classified in one place.
+is_transient_failure = retries.is_transient_failure
+NETWORK_RETRIES = retries.TRANSIENT_RETRIES
 
 
-NETWORK_RETRIES = {
-    "retries": 3,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=5),
-    "retry_jitter_factor": 0.5,
-    "retry_condition_fn": is_transient_failure,
-}
-
-
-@task(**NETWORK_RETRIES)
+@task(**retries.TRANSIENT_RETRIES)
 def upload_file(connection: SftpConnection, local_path: str, remote_path: str) -> int:
     """Upload a local file; bytes uploaded."""
     target = connection.remote_path(remote_path)
@@ -270,7 +252,7 @@ def upload_file(connection: SftpConnection, local_path: str, remote_path: str) -
     return writer.bytes_written
 
 
-@task(**NETWORK_RETRIES)
+@task(**retries.TRANSIENT_RETRIES)
 def upload_bytes(connection: SftpConnection, data: bytes, remote_path: str) -> int:
     """Upload `data` as one file; bytes uploaded."""
     target = connection.remote_path(remote_path)
@@ -283,7 +265,7 @@ def upload_bytes(connection: SftpConnection, data: bytes, remote_path: str) -> i
     return len(data)
 
 
-@task(**NETWORK_RETRIES)
+@task(**retries.TRANSIENT_RETRIES)
 def download_file(connection: SftpConnection, remote_path: str, local_path: str) -> int:
     """Download to `local_path`, which appears only once complete; bytes downloaded."""
     final = Path(local_path)
@@ -301,7 +283,7 @@ def download_file(connection: SftpConnection, remote_path: str, local_path: str)
     return size
 
 
-@task(**NETWORK_RETRIES)
+@task(**retries.TRANSIENT_RETRIES)
 def list_files(connection: SftpConnection, remote_dir: str = ".") -> list[str]:
     """Names in a remote folder, sorted; temporary upload names left out."""
     with open_sftp(connection) as sftp:

@@ -209,7 +209,9 @@ def test_ci_run_runs_both_suites_with_services_required():
     assert "export REQUIRE_SERVICES=1" in ci_run
     assert "suites=(team template)" in ci_run
     assert re.search(r"team\) make test ;;", ci_run)
-    assert re.search(r"template\) install_services && make test-template ;;", ci_run)
+    assert re.search(
+        r"template\) install_services && make test-template test-faults ;;", ci_run
+    )
 
 
 def test_make_test_lints_and_tests_the_team_files_only():
@@ -239,7 +241,12 @@ def test_make_test_template_lints_and_tests_the_toolkit():
         "-m pylint --jobs=2 --fail-under=8.5 flows/toolkit flows/util.py tools bench"
         in (commands)
     )
-    assert re.search(r"-m pytest -n \d+ flows/toolkit/tests$", commands, re.M)
+    assert re.search(
+        r'-m pytest -n \d+ -m "not faults" flows/toolkit/tests$', commands, re.M
+    )
+    assert re.search(
+        r"-m pytest -m faults flows/toolkit/tests$", make_commands("test-faults"), re.M
+    )
 
 
 def test_the_image_installs_both_requirement_lists_and_rebuilds_on_either():

@@ -21,7 +21,7 @@ from fixture_data import fixture_database
 from toolkit import connections
 from toolkit.database import query_dataframe
 from toolkit.delivery import deliver_frame, summarize_deliveries
-from toolkit.sftp import NETWORK_RETRIES
+from toolkit.retries import TRANSIENT_RETRIES
 
 SYSTEM = "fixture"
 
@@ -42,7 +42,7 @@ def summarize_customers(orders: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-@task(**NETWORK_RETRIES, task_run_name="extract {file_name}")
+@task(**TRANSIENT_RETRIES, task_run_name="extract {file_name}")
 # Each input is one part of the extract, shown apart on the task run's page.
 # pylint: disable-next=too-many-arguments,too-many-positional-arguments
 def extract_and_deliver(source, sink, query, parameters, shape, file_name):

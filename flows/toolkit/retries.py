@@ -1,0 +1,148 @@
+"""Which failures a task retries: the transient ones of every source and sink shipped.
+
+Retried, with exponential backoff: a database connection lost, a server restarting or
+shut down by its administrator, a serialization failure or deadlock, and SFTP network
+faults. Never retried: whatever a retry cannot mend or would make worse (bad SQL, a
+missing table, permission denied, a refused login or host key, a missing file).
+
+Rule for errors without a SQLSTATE: a server that could not be reached (refused,
+timed out, closed the connection) is retried; a server that answered and said no is
+not. So a refused port is retried, even at the first connect: at 2 a.m. a restart or a
+failover looks exactly like it, while a wrong port in a block fails its first manual
+run anyway and costs a retry only the backoff's minutes, and locks no account.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import paramiko
+from prefect.tasks import exponential_backoff
+
+# SQLSTATEs a retry can outlive: connection exceptions (class 08), admin shutdown,
+# crash shutdown, cannot connect now (57P01-57P03), serialization failure, deadlock.
+TRANSIENT_SQLSTATE_CLASSES = ("08",)
+TRANSIENT_SQLSTATES = ("57P01", "57P02", "57P03", "40001", "40P01")
+
+# libpq's words when it raises without a SQLSTATE. Refusals are read first: the
+# message of a refused login also begins "connection to server at ... failed".
+REFUSED_PHRASES = (
+    "password authentication failed",
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "permission denied",
+    "password is required",
+    "certificate",
+)
+UNREACHABLE_PHRASES = (
+    "server closed the connection unexpectedly",
+    "terminating connection due to administrator command",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "connection refused",
+    "could not connect to server",
+    "could not receive data from server",
+    "could not send data to server",
+    "could not translate host name",
+    "no connection to the server",
+    "connection already closed",
+    "connection timed out",
+    "timeout expired",
+    "ssl syscall error",
+    "ssl connection has been closed unexpectedly",
+    # psycopg2, when the connection breaks mid-COPY before libpq has read why:
+    # a server that refused something always says what.
+    "no message from the libpq",
+)
+
+
+class PermanentFailure(Exception):
+    """Mixed into an error class whose errors no retry can mend (a refused host key)."""
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then the errors it wraps: SQLAlchemy's `orig`, then `__cause__`."""
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending += [getattr(current, "orig", None), current.__cause__]
+
+
+def _sqlstate_verdict(sqlstate: str) -> bool:
+    return sqlstate.startswith(TRANSIENT_SQLSTATE_CLASSES) or (
+        sqlstate in TRANSIENT_SQLSTATES
+    )
+
+
+def _connection_lost(error: BaseException) -> bool:
+    """The driver's connection closed under the error (psycopg2: `closed` non-zero)."""
+    cursor = getattr(error, "cursor", None)
+    connection = getattr(cursor, "connection", None)
+    return bool(getattr(connection, "closed", 0))
+
+
+def _driver_verdict(error: BaseException) -> bool | None:
+    """A database driver's error: by SQLSTATE, else by connection state and message."""
+    sqlstate = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        return _sqlstate_verdict(sqlstate)
+    if not hasattr(error, "pgcode"):
+        return None  # not a psycopg2 error: let the chain or the network rule decide
+    message = str(error).lower()
+    if any(phrase in message for phrase in REFUSED_PHRASES):
+        return False
+    return _connection_lost(error) or any(
+        phrase in message for phrase in UNREACHABLE_PHRASES
+    )
+
+
+def _network_verdict(error: BaseException) -> bool | None:
+    """SFTP and sockets: network faults are transient, refusals and missing files not."""
+    permanent = (
+        PermanentFailure,
+        paramiko.AuthenticationException,
+        paramiko.BadHostKeyException,
+        FileNotFoundError,
+        PermissionError,
+    )
+    if isinstance(error, permanent):
+        return False
+    if isinstance(error, (OSError, EOFError, paramiko.SSHException)):
+        return True
+    return None
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """Whether a retry can outlive `error`; the outermost error that tells decides."""
+    if error is None:
+        return False
+    for current in _chain(error):
+        verdict = _driver_verdict(current)
+        if verdict is None:
+            verdict = _network_verdict(current)
+        if verdict is not None:
+            return verdict
+    return False
+
+
+async def is_transient_failure(task, task_run, state) -> bool:  # pylint: disable=W0613
+    """Prefect's retry condition: retry the failed run only if its error is transient."""
+    error = await state.result(raise_on_failure=False, fetch=True)
+    return isinstance(error, BaseException) and is_transient(error)
+
+
+# The task options of everything that reaches a server: `@task(**TRANSIENT_RETRIES)`.
+# Waits of about 5, 10 and 20 s (jittered): longer than a database restart takes.
+TRANSIENT_RETRIES = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=5),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": is_transient_failure,
+}
