@@ -22,8 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPOSITORY_DIR = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPOSITORY_DIR / "flows"), str(REPOSITORY_DIR / "tools")]
+import bench_environment  # noqa: F401  pylint: disable=unused-import
 
 # pylint: disable=wrong-import-position
 import local_prefect  # noqa: E402
@@ -67,8 +66,7 @@ def benchmark(files: int, runs: int) -> dict[str, list[float]]:
     """A server, then the two children in turn, twice each; every timed run by mode."""
     timings: dict[str, list[float]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="bench-artifacts-") as home:
-        process, url = local_prefect.start_server(Path(home), services.free_port())
-        try:
+        with local_prefect.serving(Path(home), services.free_port()) as url:
             environment = local_prefect.quiet_environment(PREFECT_API_URL=url)
             for mode in MODES * 2:
                 command = [sys.executable, __file__, "--child", mode]
@@ -84,9 +82,6 @@ def benchmark(files: int, runs: int) -> dict[str, list[float]]:
                 child_timings = json.loads(output.strip().splitlines()[-1])
                 print(f"{mode:8} " + " ".join(f"{s:6.2f}" for s in child_timings))
                 timings[mode] += child_timings
-        finally:
-            if process is not None:
-                local_prefect.stop_process(process)
     return timings
 
 
