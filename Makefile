@@ -87,7 +87,7 @@ test-template: lint-template
 # The fault tests (a server restarted mid-run): on their own, so that a restart never
 # lands on another test's server and their minutes stay out of test-template's.
 test-faults: venv
-	$(PY) -m pytest -m faults $(TOOLKIT)/tests
+	$(PY) bench/faults.py
 
 deploy-all: venv
 	$(PY) flows/util.py deploy-all $(if $(DOCKER_LABEL),--docker-label $(DOCKER_LABEL))
@@ -110,6 +110,7 @@ bench: venv
 	$(PY) bench/storage.py
 	$(PY) bench/deploy_all.py
 	$(PY) bench/artifacts.py
+	$(PY) bench/faults.py
 
 format: venv
 	$(PY) -m black flows tools bench

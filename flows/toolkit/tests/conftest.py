@@ -36,6 +36,7 @@ for _service in (
 # pylint: disable=wrong-import-position,wrong-import-order,redefined-outer-name
 import pytest
 
+import fault_record
 import local_prefect
 import services
 from fixture_checkout import FIXTURE_FLOWS_DIR, REPOSITORY_DIR, lay_out_flows
@@ -64,6 +65,7 @@ def serve(start_server):
     """Yield the server `start_server()` starts, or skip/fail when it cannot start."""
     try:
         with start_server() as server:
+            fault_record.remember_secrets_of(server)
             yield server
     except services.ServiceUnavailable as error:
         service_unavailable(str(error))
@@ -159,6 +161,7 @@ def s3_bucket(s3_server, prefect_api_url, tmp_path, monkeypatch):
         access_key_id=f"AKIATEST{secrets.token_hex(6).upper()}",
         secret_access_key=f"secret-{secrets.token_urlsafe(24)}",
     )
+    fault_record.remember_secret(bucket.secret_access_key)
     without_aws_credential_chain(monkeypatch)
     monkeypatch.setenv("FLOWS_STORAGE_ROOT", bucket.root)
     monkeypatch.setenv("FLOWS_S3_ENDPOINT_URL", bucket.endpoint_url)
@@ -258,3 +261,51 @@ def checkout(tmp_path) -> Path:
     git(work, "commit", "-q", "-m", "flows from the template")
     git(work, "push", "-q", "origin", "main")
     return work
+
+
+# Each phase's report, kept on the test item: the `fault` fixture reads the call's.
+PHASE_REPORTS = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item):
+    """Keep each phase's report (its outcome and captured output) on the item."""
+    outcome = yield
+    report = outcome.get_result()
+    item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
+
+
+def pytest_collection_modifyitems(items):
+    """A test that takes the `fault` fixture is a fault test: it runs apart."""
+    for item in items:
+        if "fault" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.faults)
+
+
+@pytest.fixture
+def fault(request):
+    """The test's FaultRecord (fault_record.py): its outcome, its cost, and at
+    teardown the scan for secrets in its output, its files and the Prefect API."""
+    # The session's server, when the test uses one: its records are scanned too.
+    api_url = (
+        request.getfixturevalue("prefect_server")
+        if "prefect_server" in request.fixturenames
+        else None
+    )
+    record = fault_record.FaultRecord(test=request.node.nodeid)
+    yield record
+    reports = request.node.stash.get(PHASE_REPORTS, {})
+    call = reports.get("call")
+    captured = "\n".join(
+        f"{report.capstdout}\n{report.capstderr}\n{report.caplog}"
+        for report in reports.values()
+    )
+    # pylint: disable-next=import-outside-toplevel
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        leaks = record.scan(captured, api_reachable=api_url is not None)
+    record.write(passed=call is not None and call.passed, leaks=leaks)
+    assert record.expected, "a fault test says what it shows: fault.expect(...)"
+    if leaks:
+        pytest.fail(f"secrets leaked: {fault_record.redacted(leaks)}")

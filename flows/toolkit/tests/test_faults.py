@@ -217,32 +217,38 @@ def deliver_with(path, source, sink, file_name):
         ("as_is", "sftp"),
     ],
 )
+# pylint: disable-next=too-many-arguments,too-many-positional-arguments,too-many-locals
 def test_restart_mid_extract_is_retried_to_the_same_file(
-    path, sink_kind, restartable_postgres, tmp_path, request
+    path, sink_kind, restartable_postgres, tmp_path, request, fault
 ):
     """`pg_ctl restart -m fast` mid-stream: the task runs again from the query, the
     run completes, and the file equals a faultless run's, byte for byte."""
+    fault.expect("recovered")
     source = connection_to(restartable_postgres)
     calm = delivery.LocalFolderSink(str(tmp_path / "calm"))
+    started = time.monotonic()
     flow_state, _, run_count = deliver_with(path, source, calm, "extract.csv")
+    calm_seconds = time.monotonic() - started
     assert flow_state.is_completed() and run_count == 1
 
     folder = tmp_path / "restarted"
-    fault = RestartOnce(restartable_postgres, folder)
+    restart = RestartOnce(restartable_postgres, folder)
+    started = time.monotonic()
     if path == "frame":  # the query is read whole before the sink sees a byte
         sink = delivery.LocalFolderSink(str(folder))
-        with restart_during_pause(fault, restartable_postgres):
+        with restart_during_pause(restart, restartable_postgres):
             flow_state, _, run_count = deliver_with(path, source, sink, "extract.csv")
     elif sink_kind == "local":
-        sink = RestartingFolderSink(str(folder), fault)
+        sink = RestartingFolderSink(str(folder), restart)
         flow_state, _, run_count = deliver_with(path, source, sink, "extract.csv")
     else:  # the server's folder is on this disk: the test reads it directly
         connection = sftp_connection_to(request.getfixturevalue("sshd"), str(folder))
-        sink = RestartingSftpSink(connection, fault)
+        sink = RestartingSftpSink(connection, restart)
         flow_state, _, run_count = deliver_with(path, source, sink, "extract.csv")
 
-    assert fault.done.is_set(), "the extract finished before the restart"
-    assert "extract.csv" not in (fault.files_at_restart or [])
+    fault.cost(time.monotonic() - started - calm_seconds)
+    assert restart.done.is_set(), "the extract finished before the restart"
+    assert "extract.csv" not in (restart.files_at_restart or [])
     assert flow_state.is_completed()
     assert run_count >= 2
     expected = (tmp_path / "calm" / "extract.csv").read_bytes()
@@ -253,8 +259,10 @@ def test_restart_mid_extract_is_retried_to_the_same_file(
 
 @pytest.mark.faults
 @pytest.mark.usefixtures("prefect_api_url")
-def test_wrong_password_is_tried_once(restartable_postgres, tmp_path):
+def test_wrong_password_is_tried_once(restartable_postgres, tmp_path, fault):
     """A refused login is not retried (retries only lock accounts); the error says so."""
+    fault.expect("failed clean")
+    fault.secret("not-the-password")
     source = connection_to(restartable_postgres, password="not-the-password")
     sink = delivery.LocalFolderSink(str(tmp_path / "out"))
     started = time.monotonic()
@@ -275,8 +283,9 @@ def test_wrong_password_is_tried_once(restartable_postgres, tmp_path):
 
 @pytest.mark.faults
 @pytest.mark.usefixtures("prefect_api_url")
-def test_bad_sql_is_tried_once(restartable_postgres, tmp_path):
+def test_bad_sql_is_tried_once(restartable_postgres, tmp_path, fault):
     """A query the server cannot run fails the task at once, nothing delivered."""
+    fault.expect("failed clean")
     sink = delivery.LocalFolderSink(str(tmp_path / "out"))
     started = time.monotonic()
     flow_state, task_state, run_count = run_in_a_flow(
@@ -443,8 +452,12 @@ async def task_runs_of(flow_run_id) -> list:
 
 
 @pytest.mark.faults
-def test_fixture_flow_outlives_a_database_restart(
-    fixture_blocks_on_restartable_postgres, restartable_postgres, tmp_path, monkeypatch
+def test_fixture_flow_outlives_a_database_restart(  # pylint: disable=too-many-locals
+    fixture_blocks_on_restartable_postgres,
+    restartable_postgres,
+    tmp_path,
+    monkeypatch,
+    fault,
 ):
     """The template's fixture flow, prod, against PostgreSQL and sshd: the database is
     down when its tasks first connect (refused) and back 2 s later. The tasks retry,
@@ -452,17 +465,23 @@ def test_fixture_flow_outlives_a_database_restart(
     # pylint: disable-next=import-outside-toplevel
     from fixture_flow import fixture_flow
 
+    fault.expect("recovered")
     partner = fixture_blocks_on_restartable_postgres
     monkeypatch.setenv("FLOWS_OUTPUT_DIR", str(tmp_path / "dev-output"))
     dev_rows = fixture_flow(env="dev")
+    started = time.monotonic()
+    assert fixture_flow(env="prod", return_state=True).is_completed()
+    calm_seconds = time.monotonic() - started
 
     restartable_postgres.stop()
     starter = threading.Timer(2.0, restartable_postgres.start)
+    started = time.monotonic()
     starter.start()
     try:
         state = fixture_flow(env="prod", return_state=True)
     finally:
         starter.join()
+    fault.cost(time.monotonic() - started - calm_seconds)
 
     assert state.is_completed()
     assert state.result() == dev_rows

@@ -126,13 +126,18 @@ def test_refused_login_is_not_retried(sshd, tmp_path):
 
 @pytest.mark.usefixtures("prefect_api_url")
 def test_interrupted_upload_leaves_no_file_and_the_retry_completes_it(
-    own_sshd, tmp_path
+    own_sshd, tmp_path, fault
 ):
     """sshd killed mid-upload: nothing at the final name; the retried task delivers."""
+    fault.expect("recovered")
     partner = remote_folder(tmp_path)
     local = tmp_path / "big.bin"
     local.write_bytes(os.urandom(96 * 1024 * 1024))
     connection = sftp_connection_to(own_sshd, str(partner))
+    started = time.monotonic()
+    sftp.upload_file.fn(connection, str(local), "calm.bin")
+    calm_seconds = time.monotonic() - started
+    (partner / "calm.bin").unlink()
     seen = {}
 
     def crash_server_mid_upload():
@@ -154,7 +159,9 @@ def test_interrupted_upload_leaves_no_file_and_the_retry_completes_it(
         return upload(connection, str(local), "big.bin")
 
     crasher.start()
+    started = time.monotonic()
     state = deliver(return_state=True)
+    fault.cost(time.monotonic() - started - calm_seconds)
     crasher.join()
 
     assert "restarted" in seen, "the upload finished before the server could crash"
