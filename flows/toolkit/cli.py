@@ -21,11 +21,25 @@ from toolkit.deployer.settings import SETTINGS, Settings
 FLOWS_DIR = Path(__file__).resolve().parents[1]
 
 
+_UNRECOGNIZED = "unrecognized arguments: "
+
+
+def _without_values(message: str) -> str:
+    """argparse's message without the values of unrecognized arguments: a mistyped
+    `--notfy URL` must not print the webhook's token (or a password) to a CI log."""
+    if not message.startswith(_UNRECOGNIZED):
+        return message
+    words = message[len(_UNRECOGNIZED) :].split()
+    options = [word.split("=", 1)[0] for word in words if word.startswith("-")]
+    shown = " ".join(options) if options else "(values not shown)"
+    return f"{_UNRECOGNIZED}{shown}"
+
+
 class _OneLineArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is a UserError rather than usage text and exit."""
 
     def error(self, message):
-        raise UserError(f"{self.prog}: {message} (see --help)")
+        raise UserError(f"{self.prog}: {_without_values(message)} (see --help)")
 
 
 def _settings_epilog() -> str:

@@ -5,8 +5,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import util
 from conftest import git
-from deploy_helpers import count_deployments, run_command_line, run_flow_script
+from deploy_helpers import (
+    call_command_line,
+    count_deployments,
+    run_command_line,
+    run_flow_script,
+)
 
 import local_prefect
 from services import free_port
@@ -146,3 +152,29 @@ def test_real_command_line_prints_no_traceback(checkout):
     assert completed.stderr.strip().splitlines() == [
         "error: --docker-label is refused on main: production only runs the main image"
     ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [
+            "setup",
+            "--notfy",
+            "https://hooks.example.invalid/services/T0/B0/tok3n-s3cret",
+        ],
+        ["setup", "--notfy=https://hooks.example.invalid/services/T0/B0/tok3n-s3cret"],
+        ["deploy-all", "https://hooks.example.invalid/services/T0/B0/tok3n-s3cret"],
+    ],
+)
+def test_a_mistyped_option_does_not_echo_its_value(args, capsys):
+    """A value given to a misspelt option may be a secret: the line names the option
+    only."""
+    code, out, err = call_command_line(
+        lambda: util.run_repository_command_line_interface(args), capsys
+    )
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert "unrecognized arguments" in err
+    assert "tok3n-s3cret" not in err
+    if args[1].startswith("--notfy"):
+        assert "--notfy" in err
