@@ -20,7 +20,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 
 def _newest_postgres_bin() -> Path:
@@ -196,11 +196,16 @@ def _keygen(path: Path) -> None:
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)])
 
 
-def start_sshd(folder: Path, port: int | None = None) -> Sshd:
+def start_sshd(
+    folder: Path, port: int | None = None, sftp_refuses: Sequence[str] = ()
+) -> Sshd:
     """Start OpenSSH's sshd in the foreground (-D), keys and config in `folder`.
 
     Called again with the same folder and port it restarts the same server: the
-    same host key, as after a crash.
+    same host key, as after a crash. `sftp_refuses` names SFTP requests its server
+    answers with "permission denied" (`sftp-server -Q requests` lists them: `rename`,
+    `posix-rename`, ...), as a partner's locked-down server does: the tests run as
+    root, whom no file mode refuses.
     """
     if not SSHD.exists():
         raise ServiceUnavailable(f"OpenSSH's sshd is not installed ({SSHD})")
@@ -225,7 +230,8 @@ def start_sshd(folder: Path, port: int | None = None) -> Sshd:
                 "UsePAM no",
                 "PermitRootLogin yes",
                 "StrictModes no",
-                "Subsystem sftp internal-sftp",
+                "Subsystem sftp internal-sftp"
+                + (f" -P {','.join(sftp_refuses)}" if sftp_refuses else ""),
                 "",
             ]
         ),
@@ -252,10 +258,11 @@ def start_sshd(folder: Path, port: int | None = None) -> Sshd:
 
 
 @contextlib.contextmanager
-def running_sshd() -> Iterator[Sshd]:
-    """A real sshd on 127.0.0.1 with a fresh host key and one authorized client key."""
+def running_sshd(sftp_refuses: Sequence[str] = ()) -> Iterator[Sshd]:
+    """A real sshd on 127.0.0.1 with a fresh host key and one authorized client key;
+    its SFTP server refuses the requests `sftp_refuses` names (see start_sshd)."""
     folder = Path(tempfile.mkdtemp(prefix="flows-sshd-"))
-    server = start_sshd(folder)
+    server = start_sshd(folder, sftp_refuses=sftp_refuses)
     try:
         yield server
     finally:
