@@ -3,7 +3,8 @@
 Retried, with exponential backoff: a database connection lost, a server restarting or
 shut down by its administrator, a serialization failure or deadlock, and SFTP network
 faults. Never retried: whatever a retry cannot mend or would make worse (bad SQL, a
-missing table, permission denied, a refused login or host key, a missing file).
+missing table, permission denied, a refused login or host key, a missing file, an SFTP
+request the server refuses or does not support).
 
 Rule for errors without a SQLSTATE: a server that could not be reached (refused,
 timed out, closed the connection) is retried; a server that answered and said no is
@@ -57,6 +58,10 @@ UNREACHABLE_PHRASES = (
     "no message from the libpq",
 )
 
+# paramiko raises an SFTP server's answers as OSErrors: "permission denied" as a
+# PermissionError, the others with no errno and the server's words for the status.
+SFTP_REFUSED_PHRASES = ("unsupported", "bad message")
+
 
 class PermanentFailure(Exception):
     """Mixed into an error class whose errors no retry can mend (a refused host key)."""
@@ -103,6 +108,14 @@ def _driver_verdict(error: BaseException) -> bool | None:
     )
 
 
+def _sftp_refusal(error: OSError) -> bool:
+    """An SFTP server's refusal (it answered)."""
+    message = str(error).lower()
+    return error.errno is None and any(
+        phrase in message for phrase in SFTP_REFUSED_PHRASES
+    )
+
+
 def _network_verdict(error: BaseException) -> bool | None:
     """SFTP and sockets: network faults are transient, refusals and missing files not."""
     permanent = (
@@ -113,6 +126,8 @@ def _network_verdict(error: BaseException) -> bool | None:
         PermissionError,
     )
     if isinstance(error, permanent):
+        return False
+    if isinstance(error, OSError) and _sftp_refusal(error):
         return False
     if isinstance(error, (OSError, EOFError, paramiko.SSHException)):
         return True

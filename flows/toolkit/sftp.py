@@ -34,6 +34,10 @@ class HostKeyRefused(retries.PermanentFailure, paramiko.SSHException):
     """The server's host key is not among the connection's known_hosts lines."""
 
 
+class RenameRefused(retries.PermanentFailure, OSError):
+    """The server answered the rename of a finished upload with a refusal."""
+
+
 class SftpConnection(Block):
     """A partner's SFTP server: address, login, and the host key to expect."""
 
@@ -204,7 +208,12 @@ def _remove_stale_parts(sftp: paramiko.SFTPClient, directory: str, name: str) ->
 
 
 def _check_and_rename(sftp, temporary: str, final: str, expected_size: int) -> int:
-    """Rename `temporary` to `final` if the server holds every byte; its size."""
+    """Rename `temporary` to `final` if the server holds every byte; its size.
+
+    A server that answers the rename with a refusal gets the temporary file removed:
+    RenameRefused, which no retry mends. A refused posix-rename leaves the file at
+    the final name as it was.
+    """
     size = sftp.stat(temporary).st_size
     if size != expected_size:
         sftp.remove(temporary)
@@ -212,13 +221,37 @@ def _check_and_rename(sftp, temporary: str, final: str, expected_size: int) -> i
             f"{temporary} holds {size} bytes, {expected_size} were sent: not renamed"
         )
     try:
-        sftp.posix_rename(temporary, final)  # replaces the old file in one step
+        _rename_over(sftp, temporary, final)
+    except OSError as error:
+        if not _session_alive(sftp):
+            raise  # the connection broke: a retry's upload removes this one's part
+        with contextlib.suppress(OSError):
+            sftp.remove(temporary)
+        raise RenameRefused(
+            f"the SFTP server refused to rename {temporary} to {final} "
+            f"({error.strerror or error}): nothing was delivered; ask the partner to "
+            "allow renames there, or set atomic_uploads to false on the SFTP block"
+        ) from error
+    return size
+
+
+def _rename_over(sftp: paramiko.SFTPClient, temporary: str, final: str) -> None:
+    """Rename, replacing an old `final`: in one step where the server can."""
+    try:
+        sftp.posix_rename(temporary, final)
+    except PermissionError:
+        raise  # refused, not unknown: the old file must stay
     except OSError:
         # Servers without the posix-rename extension refuse to rename over a file.
         with contextlib.suppress(FileNotFoundError):
             sftp.remove(final)
         sftp.rename(temporary, final)
-    return size
+
+
+def _session_alive(sftp: paramiko.SFTPClient) -> bool:
+    """Whether the SFTP session still stands: an error then was the server's answer."""
+    channel = sftp.get_channel()
+    return not channel.closed and channel.get_transport().is_active()
 
 
 def copy_stream(source: BinaryIO, destination) -> int:

@@ -504,6 +504,9 @@ def test_fixture_flow_outlives_a_database_restart(  # pylint: disable=too-many-l
         (sftp.HostKeyRefused("not in the connection's known_hosts"), False),
         (FileNotFoundError("no such file"), False),
         (PermissionError("denied"), False),
+        (OSError("Operation unsupported"), False),  # paramiko's SFTP status, no errno
+        (sftp.RenameRefused("refused to rename"), False),
+        (OSError("Socket is closed"), True),
         (ValueError("bad row"), False),
     ],
 )
