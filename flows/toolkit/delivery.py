@@ -87,6 +87,15 @@ class LocalFolderSink:
                 stream = CountingWriter(file, progress)
                 yield stream
             os.replace(partial, final)
+        except OSError as error:
+            if error.errno not in retries.FULL_DISK_ERRNOS:
+                raise
+            # The writer's error names no file: say which, and that nothing is left.
+            raise OSError(
+                error.errno,
+                f"{error.strerror} writing {final}: nothing was delivered; free"
+                " space there, then run again",
+            ) from error
         finally:
             partial.unlink(missing_ok=True)
 

@@ -4,7 +4,7 @@ Retried, with exponential backoff: a database connection lost, a server restarti
 shut down by its administrator, a serialization failure or deadlock, and SFTP network
 faults. Never retried: whatever a retry cannot mend or would make worse (bad SQL, a
 missing table, permission denied, a refused login or host key, a missing file, an SFTP
-request the server refuses or does not support).
+request the server refuses or does not support, a full disk).
 
 Rule for errors without a SQLSTATE: a server that could not be reached (refused,
 timed out, closed the connection) is retried; a server that answered and said no is
@@ -15,6 +15,7 @@ run anyway and costs a retry only the backoff's minutes, and locks no account.
 
 from __future__ import annotations
 
+import errno
 from typing import Iterator
 
 import paramiko
@@ -61,6 +62,8 @@ UNREACHABLE_PHRASES = (
 # paramiko raises an SFTP server's answers as OSErrors: "permission denied" as a
 # PermissionError, the others with no errno and the server's words for the status.
 SFTP_REFUSED_PHRASES = ("unsupported", "bad message")
+# A full disk or quota stays full for a retry's seconds: someone must free space.
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class PermanentFailure(Exception):
@@ -108,8 +111,10 @@ def _driver_verdict(error: BaseException) -> bool | None:
     )
 
 
-def _sftp_refusal(error: OSError) -> bool:
-    """An SFTP server's refusal (it answered)."""
+def _refused_or_full(error: OSError) -> bool:
+    """An SFTP server's refusal (it answered), or a full disk."""
+    if error.errno in FULL_DISK_ERRNOS:
+        return True
     message = str(error).lower()
     return error.errno is None and any(
         phrase in message for phrase in SFTP_REFUSED_PHRASES
@@ -117,7 +122,8 @@ def _sftp_refusal(error: OSError) -> bool:
 
 
 def _network_verdict(error: BaseException) -> bool | None:
-    """SFTP and sockets: network faults are transient, refusals and missing files not."""
+    """SFTP, sockets and disks: network faults are transient; refusals, missing files
+    and full disks are not."""
     permanent = (
         PermanentFailure,
         paramiko.AuthenticationException,
@@ -127,7 +133,7 @@ def _network_verdict(error: BaseException) -> bool | None:
     )
     if isinstance(error, permanent):
         return False
-    if isinstance(error, OSError) and _sftp_refusal(error):
+    if isinstance(error, OSError) and _refused_or_full(error):
         return False
     if isinstance(error, (OSError, EOFError, paramiko.SSHException)):
         return True

@@ -9,6 +9,7 @@ session's is never restarted.
 
 import asyncio
 import contextlib
+import errno
 import os
 import threading
 import time
@@ -507,9 +508,12 @@ def test_fixture_flow_outlives_a_database_restart(  # pylint: disable=too-many-l
         (OSError("Operation unsupported"), False),  # paramiko's SFTP status, no errno
         (sftp.RenameRefused("refused to rename"), False),
         (OSError("Socket is closed"), True),
+        (OSError(errno.ENOSPC, "No space left on device"), False),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), False),
         (ValueError("bad row"), False),
     ],
 )
 def test_sftp_and_other_errors_are_classified(error, transient):
-    """SFTP network faults stay retried; refusals, missing files and bugs are not."""
+    """SFTP network faults stay retried; refusals, missing files, full disks and bugs
+    are not."""
     assert retries.is_transient(error) is transient

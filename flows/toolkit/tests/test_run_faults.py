@@ -1,19 +1,21 @@
 """Faults of a nightly run beyond the database, against real servers and a real worker.
 
 - The partner's SFTP server refuses the rename that makes an upload visible.
+- The local folder's disk is full.
 
-It fails the run once, clean: a refusal is not something a retry a few seconds later
-mends.
+Both fail the run once, clean: a refusal or a full disk is not something a retry a
+few seconds later mends.
 """
 
 import functools
 import os
+import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import serve, sftp_connection_to
-from test_faults import SLOW_RETRIES, run_in_a_flow
+from conftest import serve, service_unavailable, sftp_connection_to
+from test_faults import SLOW_RETRIES, connection_to, deliver_with, run_in_a_flow
 
 import services
 from toolkit import delivery
@@ -27,6 +29,8 @@ ORDERS = pd.DataFrame(
         "amount_cents": [(number * 7919) % 100_000 for number in range(2000)],
     }
 )
+# A disk that holds the first few MB of the fault tests' 20 MB extract, not all.
+TINY_DISK_BYTES = 4 * 1024 * 1024
 
 
 def final_names_and_parts(folder: Path) -> tuple[list[str], list[str]]:
@@ -82,3 +86,50 @@ def test_refused_rename_fails_once_and_leaves_the_folder_as_it_was(
         assert (partner / "orders.csv").read_bytes() == b"yesterday's orders\n"
     else:
         assert os.listdir(partner) == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A folder on a tmpfs of TINY_DISK_BYTES, mounted for this test alone."""
+    mount_point = tmp_path / "tiny-disk"
+    mount_point.mkdir()
+    # As a CI runner's user, through its password-free sudo, as .ci/run installs.
+    as_root = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    options = f"size={TINY_DISK_BYTES},mode=1777"
+    mounted = subprocess.run(
+        [*as_root, "mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        service_unavailable(f"no tmpfs for a full disk: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run([*as_root, "umount", str(mount_point)], check=True)
+
+
+@pytest.mark.faults
+@pytest.mark.usefixtures("prefect_api_url")
+@pytest.mark.parametrize("path", ["frame", "chunks", "as_is"])
+def test_full_disk_fails_once_and_leaves_nothing(fault, path, postgres, tiny_disk):
+    """A local folder's disk fills up mid-file, in each delivery path: the run fails
+    once (a full disk stays full for a retry's seconds), with one line naming the file
+    and ENOSPC, and the folder holds nothing, not even the temporary file."""
+    fault.expect("failed clean")
+    folder = tiny_disk / "out"
+    sink = delivery.LocalFolderSink(str(folder))
+
+    flow_state, task_state, run_count = deliver_with(
+        path, connection_to(postgres), sink, "extract.csv"
+    )
+
+    assert flow_state.is_failed()
+    assert run_count == 1  # QUICK_RETRIES would have run it again after 1 s
+    message = str(task_state.result(raise_on_failure=False))
+    assert "\n" not in message
+    assert "No space left on device" in message
+    assert str(folder / "extract.csv") in message
+    assert message in task_state.message  # the line the task run's page shows
+    assert os.listdir(folder) == []
