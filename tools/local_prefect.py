@@ -187,13 +187,20 @@ async def _run_and_wait(deployment_names, timeout: float, parameters: dict) -> l
                     deployment.id, parameters=parameters
                 )
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            flow_runs = [await client.read_flow_run(run.id) for run in flow_runs]
-            if all(run.state is not None and run.state.is_final() for run in flow_runs):
-                break
-            await asyncio.sleep(1)
-        return flow_runs
+        return await wait_for_final_states(client, flow_runs, timeout)
+
+
+async def wait_for_final_states(client, flow_runs, timeout: float) -> list:
+    """`flow_runs` read again every second until each is in a final state (Completed,
+    Failed, Crashed, ...) or `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        flow_runs = [await client.read_flow_run(run.id) for run in flow_runs]
+        if all(run.state is not None and run.state.is_final() for run in flow_runs):
+            return flow_runs
+        if time.monotonic() > deadline:
+            return flow_runs
+        await asyncio.sleep(1)
 
 
 @contextmanager
