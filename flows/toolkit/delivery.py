@@ -13,6 +13,7 @@ flow's own table of every file.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import uuid
 from dataclasses import dataclass
@@ -87,6 +88,9 @@ class LocalFolderSink:
                 stream = CountingWriter(file, progress)
                 yield stream
             os.replace(partial, final)
+            # What killed runs left of this file: they cannot resume, as on SFTP.
+            for stale in final.parent.glob(f".{glob.escape(final.name)}.part-*"):
+                stale.unlink(missing_ok=True)
         except OSError as error:
             if error.errno not in retries.FULL_DISK_ERRNOS:
                 raise

@@ -157,6 +157,21 @@ def test_full_disk_fails_once_and_leaves_nothing(fault, path, postgres, tiny_dis
     assert os.listdir(folder) == []
 
 
+def test_next_delivery_removes_what_a_killed_run_left_in_a_local_folder(tmp_path):
+    """A killed run leaves its temporary file (nothing cleans up after SIGKILL): the
+    next delivery of that file removes it, as it does on SFTP; other files' stay."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / ".orders.csv.part-0badc0de").write_bytes(b"order_id,cust")
+    (folder / ".totals.csv.part-0badc0de").write_bytes(b"customer,to")
+
+    delivery.deliver_frame.fn(
+        delivery.LocalFolderSink(str(folder)), ORDERS, "orders.csv"
+    )
+
+    assert sorted(os.listdir(folder)) == [".totals.csv.part-0badc0de", "orders.csv"]
+
+
 @pytest.fixture
 def nightly_shop(postgres, sshd, prefect_api_url):
     """The fixture flow's prod database block, on the session's PostgreSQL: the sample
