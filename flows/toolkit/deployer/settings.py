@@ -74,6 +74,18 @@ SETTINGS = {
     "main_branch": Setting(
         "FLOWS_MAIN_BRANCH", "main", "the branch whose deployments are production"
     ),
+    "deploy_lease_seconds": Setting(
+        "FLOWS_DEPLOY_LEASE_SECONDS",
+        "60",
+        "how long a deploy's lease on its branch outlives the deploy if it is killed: "
+        "the longest a killed deploy blocks the next one of its branch",
+    ),
+    "deploy_wait_seconds": Setting(
+        "FLOWS_DEPLOY_WAIT_SECONDS",
+        "300",
+        "how long a deploy waits for another deploy of its branch to finish before "
+        "it gives up (exit 2)",
+    ),
 }
 
 
@@ -91,6 +103,8 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     repo_name: str
     repo_name_marker: str
     main_branch: str
+    deploy_lease_seconds: str
+    deploy_wait_seconds: str
 
     @classmethod
     def from_environment(cls, environ=None) -> "Settings":

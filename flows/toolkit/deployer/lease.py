@@ -1,0 +1,290 @@
+"""One deploy at a time per branch: a lease in the Prefect API, seen by every deployer.
+
+A branch's lease is a block document of the type Flows Deploy Lease named as the
+branch's pointer block. The API keeps block names unique per type, so of the deploys
+that create it at the same moment exactly one succeeds. It holds the lease from before
+it writes its copy until it has removed the stale ones, then deletes the record; the
+others wait, and take their turn.
+
+The lease expires, so that a killed deploy blocks the next one for a bounded time.
+The holder renews its record every third of its lease time (FLOWS_DEPLOY_LEASE_SECONDS,
+written into the record). A waiter that watches the record go unrenewed for that long,
+by its own clock, takes it as left by a killed deploy: it deletes that record, by its
+id so never a newer holder's, and tries again. A holder renews once more just before
+it switches the branch's pointer: renewed, no waiter can take the lease for a whole
+lease time, and a lease taken from it is told by its record being gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import AsyncIterator
+from uuid import UUID
+
+import httpx
+from prefect.blocks.core import Block
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import BlockDocumentCreate, BlockDocumentUpdate
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from pydantic.v1 import Field
+
+from toolkit.deployer.errors import UserError
+from toolkit.deployer.settings import SETTINGS, Settings
+
+# How often a waiter looks at the record, at most.
+POLL_SECONDS = 0.5
+
+
+class DeployLease(Block):
+    """The record of a deploy that holds its branch's lease."""
+
+    _block_type_name = "Flows Deploy Lease"
+    _description = (
+        "Held by a deploy while it replaces its branch's copy of flows/, and deleted "
+        "when it is done. One that a killed deploy left expires by itself."
+    )
+
+    holder: str = Field(..., description="Host and process id of the deploy")
+    token: str = Field(..., description="Unique to this holding of the lease")
+    lease_seconds: float = Field(..., description="Expiry when it is not renewed")
+    renewals: int = Field(0, description="Changed by each renewal")
+
+
+LEASE_TYPE = DeployLease.get_block_type_slug()
+
+
+@dataclass(frozen=True)
+class LeaseTiming:
+    """How long a lease lasts unrenewed, and how long a deploy waits for one."""
+
+    lease_seconds: float
+    wait_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "LeaseTiming":
+        """The timing the settings ask for; a value that is no number is refused."""
+        return cls(
+            lease_seconds=_seconds("deploy_lease_seconds", settings, minimum=1),
+            wait_seconds=_seconds("deploy_wait_seconds", settings, minimum=0),
+        )
+
+
+def _seconds(name: str, settings: Settings, minimum: float) -> float:
+    """The setting `name` as a number of seconds, at least `minimum`."""
+    value = getattr(settings, name)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= minimum:  # also refuses nan
+        raise UserError(
+            f"{SETTINGS[name].env_var} {value!r} is not a number of seconds of at "
+            f"least {minimum:g}"
+        )
+    return seconds
+
+
+class LeaseBusy(UserError):
+    """Another deploy holds the lease for longer than this one waits."""
+
+    def __init__(self, label: str, holder: str, held_seconds: int, waited: float):
+        super().__init__(
+            f"another deploy of {label} has held its lease for {held_seconds} s "
+            f"({holder}); this one gave up after waiting {waited:g} s "
+            f"({SETTINGS['deploy_wait_seconds'].env_var}): deploy again when it is done"
+        )
+        self.holder = holder
+        self.held_seconds = held_seconds
+
+
+class LeaseLost(UserError):
+    """Another deploy took the lease: this one had left it unrenewed too long."""
+
+
+class Lease:
+    """The lease this process holds: its record, renewed until it is released."""
+
+    def __init__(self, client: PrefectClient, label: str, record_id: UUID, timing):
+        self.client = client
+        self.label = label
+        self.record_id = record_id
+        self.lease_seconds = timing.lease_seconds
+        self.renewals = 0
+        self.lost = False
+
+    async def renew(self) -> None:
+        """Change the record, so that waiters see it alive; LeaseLost when it is gone."""
+        self.renewals += 1
+        try:
+            await self.client.update_block_document(
+                self.record_id, BlockDocumentUpdate(data={"renewals": self.renewals})
+            )
+        except ObjectNotFound as error:
+            self.lost = True
+            raise LeaseLost(
+                f"another deploy took the lease of {self.label}: this one left it "
+                f"unrenewed for more than {self.lease_seconds:g} s "
+                f"({SETTINGS['deploy_lease_seconds'].env_var}); nothing switched, "
+                "deploy again"
+            ) from error
+
+    async def keep_renewed(self) -> None:
+        """Renew every third of the lease time until the lease is lost or released."""
+        while not self.lost:
+            await asyncio.sleep(self.lease_seconds / 3)
+            # A hiccup of the API is tried again at the next turn; `renew` before the
+            # switch is the one that must succeed.
+            with contextlib.suppress(LeaseLost, httpx.HTTPError):
+                await self.renew()
+
+    async def release(self) -> None:
+        """Delete the record; one that cannot be deleted expires by itself."""
+        try:
+            await self.client.delete_block_document(self.record_id)
+        except ObjectNotFound:
+            pass  # taken and released by another deploy already
+        except httpx.HTTPError as error:
+            print(
+                f"warning: releasing the lease of {self.label} failed ({error}); it "
+                f"expires within {self.lease_seconds:g} s",
+                file=sys.stderr,
+            )
+
+
+@contextlib.asynccontextmanager
+async def held(
+    client: PrefectClient, name: str, label: str, timing: LeaseTiming
+) -> AsyncIterator[Lease]:
+    """Hold the lease `name` (the pointer block's name) while the body runs; wait
+    for it up to the timing's wait, then LeaseBusy. `label` names it to a person."""
+    lease = await _acquire(client, name, label, timing)
+    renewing = asyncio.create_task(lease.keep_renewed())
+    try:
+        yield lease
+    finally:
+        renewing.cancel()
+        await asyncio.wait([renewing])
+        await lease.release()
+
+
+async def _acquire(client, name: str, label: str, timing: LeaseTiming) -> Lease:
+    """Create the record, or wait: for its holder to release it, or for it to expire."""
+    new_record = await _new_record(client, name, timing)
+    token = new_record.data["token"]
+    give_up_at = time.monotonic() + timing.wait_seconds
+    watched, told = _Watch(), False
+    while True:
+        created = await _create(client, new_record)
+        if created is not None:
+            return Lease(client, label, created.id, timing)
+        found = await _read(client, name)
+        if found is not None and found.data.get("token") == token:
+            # Created, though the answer was lost: the record is ours.
+            return Lease(client, label, found.id, timing)
+        if found is not None and watched.unrenewed_for(found) >= _expiry_of(found):
+            # Left by a killed deploy: delete exactly that record, then race again.
+            with contextlib.suppress(ObjectNotFound):
+                await client.delete_block_document(found.id)
+            continue
+        held_seconds = _held_seconds(found)
+        if time.monotonic() >= give_up_at:
+            raise LeaseBusy(label, _holder(found), held_seconds, timing.wait_seconds)
+        if not told and found is not None:
+            told = True
+            print(
+                f"waiting for another deploy of {label}: {_holder(found)} has held "
+                f"its lease for {held_seconds} s (waiting up to "
+                f"{timing.wait_seconds:g} s)",
+                flush=True,
+            )
+        await asyncio.sleep(min(POLL_SECONDS, timing.lease_seconds / 4))
+
+
+class _Watch:  # pylint: disable=too-few-public-methods
+    """How long, by this waiter's clock, a record has gone unchanged: the holders'
+    clocks never count, so a clock set wrong on some machine cannot break a lease."""
+
+    def __init__(self):
+        self.seen: tuple | None = None
+        self.since = 0.0
+
+    def unrenewed_for(self, record) -> float:
+        """Seconds since this record (its id and renewal count) was first seen."""
+        state = (record.id, record.data.get("renewals"))
+        if state != self.seen:
+            self.seen, self.since = state, time.monotonic()
+        return time.monotonic() - self.since
+
+
+async def _new_record(client, name: str, timing: LeaseTiming) -> BlockDocumentCreate:
+    """The record this deploy creates to hold the lease."""
+    block_type, schema = await _registered_lease_type(client)
+    return BlockDocumentCreate(
+        name=name,
+        block_type_id=block_type,
+        block_schema_id=schema,
+        data={
+            "holder": f"{socket.gethostname()} pid {os.getpid()}",
+            "token": secrets.token_hex(8),
+            "lease_seconds": timing.lease_seconds,
+            "renewals": 0,
+        },
+    )
+
+
+async def _registered_lease_type(client) -> tuple[UUID, UUID]:
+    """(block type id, block schema id) of the lease, registered when missing."""
+    try:
+        await DeployLease.register_type_and_schema(client=client)
+    except (ObjectAlreadyExists, httpx.HTTPStatusError):
+        # Another deployer registered it at the same moment: now it is there.
+        await DeployLease.register_type_and_schema(client=client)
+    block_type = await client.read_block_type_by_slug(LEASE_TYPE)
+    schema = await client.get_most_recent_block_schema_for_block_type(block_type.id)
+    return block_type.id, schema.id
+
+
+async def _create(client, record: BlockDocumentCreate):
+    """The record, if this call created it; None when one of its name exists."""
+    try:
+        return await client.create_block_document(record)
+    except ObjectAlreadyExists:
+        return None
+    except httpx.HTTPStatusError as error:
+        # Two creates at the same moment can meet the unique index as a server
+        # error; the record read next says who won.
+        if error.response.status_code < 500:
+            raise
+        return None
+
+
+async def _read(client, name: str):
+    """The lease's record, or None."""
+    try:
+        return await client.read_block_document_by_name(name, LEASE_TYPE)
+    except ObjectNotFound:
+        return None
+
+
+def _expiry_of(record) -> float:
+    """The lease time its holder set (a record without one never expires here)."""
+    return float(record.data.get("lease_seconds") or "inf")
+
+
+def _holder(record) -> str:
+    return record.data.get("holder", "a deploy") if record is not None else "a deploy"
+
+
+def _held_seconds(record) -> int:
+    """Seconds since the record was made, by the API's clock and this machine's."""
+    if record is None or record.created is None:
+        return 0
+    return max(0, round((datetime.now(timezone.utc) - record.created).total_seconds()))
