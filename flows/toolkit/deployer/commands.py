@@ -14,7 +14,7 @@ from uuid import UUID
 from prefect import Flow
 from prefect.client.orchestration import get_client
 
-from toolkit.deployer import prefect_api
+from toolkit.deployer import lease, prefect_api
 from toolkit.deployer.plan import (
     DeploymentPlan,
     branch_prefix_of,
@@ -146,10 +146,8 @@ def deploy_flows(
         return plans
     api_url = prefect_api.require_api_url()
     storage = storage_for(settings)
-    flows_dir = flows[0][1].parent
-    published = asyncio.run(
-        _publish(plans, [flow for flow, _ in flows], flows_dir, storage, api_url)
-    )
+    timing = lease.LeaseTiming.from_settings(settings)
+    published = asyncio.run(_publish(plans, flows, storage, api_url, timing))
     write_default_ignore_file(repository.top_level)
     for plan, (deployment_id, kept_paused) in zip(plans, published.registered):
         _print_summary(plan, deployment_id, published.copy, kept_paused)
@@ -164,44 +162,62 @@ class Published:
     registered: list[tuple[UUID, bool]]
 
 
-async def _publish(plans, flows, flows_dir, storage, api_url) -> Published:
-    """Write the copy, register, point the block at the copy, remove the old copy.
+async def _publish(plans, flows, storage, api_url, timing) -> Published:
+    """Hold the branch's lease, then replace its copy (see _replace_copy).
 
-    The plans share one branch: its location in flow storage, its block, its files.
+    The plans share one branch: its location in flow storage, its block, its files;
+    `flows` are their (flow, flow file) pairs.
     """
     branch = plans[0]
     async with get_client() as client:
         await prefect_api.check_api_reachable(client, api_url)
-        existing = [await prefect_api.read_deployment(client, plan) for plan in plans]
-        # Someone paused it in the UI: re-enabling is a person's decision, not a deploy's.
-        paused = [
-            found is not None and prefect_api.is_paused(found) for found in existing
-        ]
         await storage.check()
         await prefect_api.ensure_work_pool(
             client, branch.work_pool, branch.work_pool_type, [branch.work_queue]
         )
-        old_copy = await storage.current_copy(client, branch.pointer_block)
-        new_copy = storage.new_copy(branch.storage_location, branch.commit)
-        registered: list[UUID] = []
-        try:
-            await storage.write_copy(flows_dir, branch.files, new_copy)
-            if old_copy is None:  # a first deploy: runs need the block from the start
-                await storage.point(branch.pointer_block, new_copy)
-            pull_steps = await storage.pull_steps(client, branch.pointer_block)
-            await _register_each(
-                client, zip(plans, flows, paused), pull_steps, storage, registered
-            )
-        except BaseException:
-            # Put back what was: the failure itself is what the person needs to see.
-            created = [new for new, found in zip(registered, existing) if found is None]
-            await _take_back(client, created)
-            await storage.discard(new_copy, None if old_copy else branch.pointer_block)
-            raise
-        if old_copy is not None:
-            await _switch(storage, branch, new_copy)
-            await storage.remove_old_copy(old_copy, branch.storage_location, new_copy)
-        return Published(new_copy, list(zip(registered, paused)))
+        label = f"branch {branch.branch}"
+        async with lease.held(client, branch.pointer_block, label, timing) as held:
+            return await _replace_copy(client, plans, flows, storage, held)
+
+
+async def _replace_copy(client, plans, flows, storage, held: lease.Lease) -> Published:
+    """Write the copy, register, point the block at the copy, remove the other copies.
+
+    Everything read here is read under the lease: no other deploy of the branch
+    changes it meanwhile.
+    """
+    branch = plans[0]
+    existing = [await prefect_api.read_deployment(client, plan) for plan in plans]
+    # Someone paused it in the UI: re-enabling is a person's decision, not a deploy's.
+    paused = [found is not None and prefect_api.is_paused(found) for found in existing]
+    old_copy = await storage.current_copy(client, branch.pointer_block)
+    new_copy = storage.new_copy(branch.storage_location, branch.commit)
+    registered: list[UUID] = []
+    try:
+        flows_dir = flows[0][1].parent
+        await storage.write_copy(flows_dir, branch.files, new_copy)
+        await held.renew()  # still ours after the upload, before the block changes
+        if old_copy is None:  # a first deploy: runs need the block from the start
+            await storage.point(branch.pointer_block, new_copy)
+        pull_steps = await storage.pull_steps(client, branch.pointer_block)
+        each = zip(plans, [flow for flow, _ in flows], paused)
+        await _register_each(client, each, pull_steps, storage, registered)
+        await held.renew()  # renewed: no one else switches before this one does
+    except lease.LeaseLost:
+        # The deploy that took the lease owns the block and registrations now.
+        await storage.discard(new_copy)
+        raise
+    except BaseException:
+        # Put back what was: the failure itself is what the person needs to see.
+        created = [new for new, found in zip(registered, existing) if found is None]
+        await _take_back(client, created)
+        await storage.discard(new_copy, None if old_copy else branch.pointer_block)
+        raise
+    if old_copy is not None:
+        await _switch(storage, branch, new_copy)
+    if not held.lost:
+        await storage.remove_stale_copies(branch.storage_location, new_copy)
+    return Published(new_copy, list(zip(registered, paused)))
 
 
 async def _register_each(client, deployments, pull_steps, storage, registered) -> None:

@@ -3,19 +3,22 @@
 Each deploy writes a copy of its own below the branch's place (`main/{repo}/{copy}/`,
 `dev/{repo}/{branch}/{copy}/`), its manifest last. A block per branch points at the
 current copy, and every run's pull step reads it as the run starts. The block is
-switched to the new copy only once the deployment is registered, and the copy it
-pointed at is removed after that: a starting run fetches the old copy or the new one,
-never a mix. The pull then checks the fetched files against the manifest, so a run
-that was still fetching the old copy as it was removed fails at once instead of running
-with files missing.
+switched to the new copy only once the deployment is registered, and every other copy
+below the branch's place is removed after that (the one it pointed at, and any that a
+killed deploy left): a starting run fetches the old copy or the new one, never a mix.
+The pull then checks the fetched files against the manifest, so a run that was still
+fetching the old copy as it was removed fails at once instead of running with files
+missing.
 
-The deploy (commands.py) runs those steps in that order; this module says how each
-is done in a store. A folder here (the embedded default, or a share the workers
-mount); s3:// in s3_storage.py; storage_for picks one from the storage root.
+The deploy (commands.py) runs those steps in that order, holding its branch's lease
+(lease.py) throughout; this module says how each is done in a store. A folder here
+(the embedded default, or a share the workers mount); s3:// in s3_storage.py;
+storage_for picks one from the storage root.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -23,7 +26,7 @@ import secrets
 import shlex
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from fsspec import AbstractFileSystem
@@ -152,12 +155,16 @@ class FlowStorage:
         # Read once: a file saved during the deploy cannot differ from its checksum.
         contents = {name: (flows_dir / name).read_bytes() for name in files}
         with self.store_errors(f"copying flows/ to {copy}"):
-            filesystem.pipe(
-                {f"{target}/{name}": data for name, data in contents.items()}
+            # In a thread: the lease is renewed meanwhile, however long the upload.
+            await asyncio.to_thread(
+                self._put_copy, filesystem, flows_dir, contents, target
             )
-            self.after_copy(flows_dir, files, target)
-            # Last: a copy with its manifest is a whole copy.
-            filesystem.pipe(f"{target}/{MANIFEST_NAME}", manifest_of(contents))
+
+    def _put_copy(self, filesystem, flows_dir: Path, contents: dict, target: str):
+        filesystem.pipe({f"{target}/{name}": data for name, data in contents.items()})
+        self.after_copy(flows_dir, list(contents), target)
+        # Last: a copy with its manifest is a whole copy.
+        filesystem.pipe(f"{target}/{MANIFEST_NAME}", manifest_of(contents))
 
     async def pull_steps(self, client: PrefectClient, block_name: str) -> list[dict]:
         """A run's pull steps: fetch what the block points at, check it is whole."""
@@ -179,19 +186,43 @@ class FlowStorage:
     def after_copy(self, flows_dir: Path, files: list[str], target: str) -> None:
         """What the store needs once the files are written: nothing by default."""
 
-    async def remove_old_copy(
-        self, old_copy: str, branch_location: str, new_copy: str
-    ) -> None:
-        """Remove the copy the block pointed at before; a failure is a warning, as
-        the deploy itself is done."""
-        # Only a copy of this branch's own: never what an edited block points at.
-        if not old_copy.startswith(f"{branch_location}/") or old_copy == new_copy:
-            return
+    async def entries_below(self, location: str) -> list[str]:
+        """The locations directly below `location`: a branch's copies, or the
+        branch folders of dev/{repo}; none when it does not exist."""
+        filesystem = await self.connected()
+        path = self.path_of(location)
+        with self.store_errors(f"listing {location}"):
+            try:
+                found = filesystem.ls(path, detail=False)
+            except FileNotFoundError:
+                return []
+        below = {PurePosixPath(entry) for entry in found} - {PurePosixPath(path)}
+        return sorted(f"{location}/{entry.name}" for entry in below)
+
+    async def remove_stale_copies(
+        self, branch_location: str, current: str | None, dry_run: bool = False
+    ) -> list[str]:
+        """Remove every copy below the branch's location but `current`, the one its
+        pointer names; the stale copies. A failure is a warning: the copies in use
+        are whole, and the next deploy or `prune` tries again."""
+        keep = None if current is None else PurePosixPath(self.path_of(current))
         try:
-            with self.store_errors(f"removing the old copy {old_copy}"):
-                self._remove(await self.connected(), old_copy)
+            stale = [
+                copy
+                for copy in await self.entries_below(branch_location)
+                if PurePosixPath(self.path_of(copy)) != keep
+            ]
         except UserError as error:
-            print(f"warning: {error}; remove it by hand", file=sys.stderr)
+            print(f"warning: {error}; stale copies stay", file=sys.stderr)
+            return []
+        filesystem = await self.connected()
+        for copy in [] if dry_run else stale:
+            try:
+                with self.store_errors(f"removing the stale copy {copy}"):
+                    await asyncio.to_thread(self._remove, filesystem, copy)
+            except UserError as error:
+                print(f"warning: {error}; remove it by hand", file=sys.stderr)
+        return stale
 
     async def stored_files(self, client: PrefectClient, plan) -> set[str]:
         """The files of flows/ in the copy the branch's runs pull now."""
