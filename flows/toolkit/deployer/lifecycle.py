@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import ast
 import asyncio
-from pathlib import Path
+import contextlib
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
 
 from prefect.client.orchestration import get_client
 
-from toolkit.deployer import commands, prefect_api
+from toolkit.deployer import commands, lease, prefect_api
 from toolkit.deployer.errors import UserError
+from toolkit.deployer.lease import LeaseTiming
 from toolkit.deployer.plan import (
     NAME_SEPARATOR,
     branch_slug_of,
     deployment_name_prefix,
+    dev_branches_path,
     relative_storage_path,
     short_repository_name,
     pointer_block_name,
@@ -73,7 +77,8 @@ def delete_branch(
 
 
 def prune(settings: Settings, flows_dir: Path, dry_run: bool) -> list[str]:
-    """Remove the dev deployments of every branch that origin no longer has."""
+    """Remove the dev deployments and branch folders of every branch that origin no
+    longer has, and every copy that no pointer names."""
     repository = read_repository(flows_dir, settings)
     if repository.origin_url is None:
         raise UserError("no remote named origin: cannot tell which branches are gone")
@@ -85,21 +90,109 @@ def prune(settings: Settings, flows_dir: Path, dry_run: bool) -> list[str]:
     }
     if not dry_run:
         prefect_api.require_api_url()
-    return asyncio.run(_prune(settings, repository.name, live, dry_run))
+    pruning = _Pruning(
+        settings,
+        repository.name,
+        dry_run,
+        # Never waiting: a deploy that holds a branch's lease tidies its location.
+        replace(LeaseTiming.from_settings(settings), wait_seconds=0),
+    )
+    return asyncio.run(pruning.prune(live))
 
 
-async def _prune(settings, repository_name, live_slugs, dry_run) -> list[str]:
-    short_name = short_repository_name(repository_name, settings.repo_name_marker)
-    async with get_client() as client:
+@dataclass(frozen=True)
+class _Pruning:
+    """One `prune`: what it reads, and whether it only says what it would do."""
+
+    settings: Settings
+    repository_name: str
+    dry_run: bool
+    timing: LeaseTiming
+
+    async def prune(self, live_slugs: set[str]) -> list[str]:
+        """Delete the branches gone from origin, then the stale copies of the rest;
+        the deployments deleted."""
+        storage = storage_for(self.settings)
+        async with get_client() as client:
+            folders = await storage.entries_below(
+                self.settings.storage_location(dev_branches_path(self.repository_name))
+            )
+            stored = {PurePosixPath(folder).name for folder in folders}
+            gone = sorted((await self._deployed_slugs(client) | stored) - live_slugs)
+            deleted = await self._delete_branches(client, gone)
+            in_use = [relative_storage_path(self.repository_name, "main", "main")] + [
+                relative_storage_path(self.repository_name, "dev", slug)
+                for slug in sorted(stored & live_slugs)
+            ]
+            stale = await self._remove_stale_copies(client, storage, in_use)
+        if not gone and not stale:
+            print(
+                "nothing to prune: every dev deployment's branch is on origin, and "
+                "every copy is the one its pointer names"
+            )
+        return deleted
+
+    async def _deployed_slugs(self, client) -> set[str]:
+        short_name = short_repository_name(
+            self.repository_name, self.settings.repo_name_marker
+        )
         deployments = await prefect_api.names_starting_with(
             client, f"{short_name}{NAME_SEPARATOR}", tags=["dev"]
         )
-    slugs = {branch_slug_of(deployment.name) for deployment in deployments}
-    gone = sorted(slugs - live_slugs)
-    if not gone:
-        print("nothing to prune: every dev deployment's branch is on origin")
-        return []
-    return await _delete_slugs(settings, repository_name, gone, dry_run)
+        return {branch_slug_of(deployment.name) for deployment in deployments}
+
+    async def _delete_branches(self, client, slugs: list[str]) -> list[str]:
+        """Delete each branch's deployments, folder and pointer, unless a deploy of
+        it is under way (a branch not yet pushed has a folder before a deployment)."""
+        deleted = []
+        for slug in slugs:
+            relative = relative_storage_path(self.repository_name, "dev", slug)
+            with _skipped_while_deploying(self.settings.storage_location(relative)):
+                async with self._branch_lease(client, relative):
+                    deleted += await _delete_slugs(
+                        self.settings, self.repository_name, [slug], self.dry_run
+                    )
+        return deleted
+
+    async def _remove_stale_copies(self, client, storage, relatives) -> list[str]:
+        """Remove the copies below each branch's location that its pointer does not
+        name: left by killed deploys, or by releases of the template before the
+        lease."""
+        verb = "would delete" if self.dry_run else "deleted"
+        removed = []
+        for relative in relatives:
+            location = self.settings.storage_location(relative)
+            with _skipped_while_deploying(location):
+                async with self._branch_lease(client, relative):
+                    current = await storage.current_copy(
+                        client, pointer_block_name(relative)
+                    )
+                    stale = await storage.remove_stale_copies(
+                        location, current, self.dry_run
+                    )
+                for copy in stale:
+                    print(f"{verb} stale copy {copy}")
+                removed += stale
+        return removed
+
+    def _branch_lease(self, client, relative: str):
+        """The branch's lease, so that no deploy of it runs meanwhile (a dry run
+        changes nothing, and needs none)."""
+        if self.dry_run:
+            return contextlib.nullcontext()
+        return lease.held(client, pointer_block_name(relative), relative, self.timing)
+
+
+@contextlib.contextmanager
+def _skipped_while_deploying(location: str):
+    """Leave a branch that a deploy holds now: it tidies its location itself."""
+    try:
+        yield
+    except lease.LeaseBusy as busy:
+        print(
+            f"skipped {location}: a deploy of it holds its lease ({busy.holder}, "
+            f"{busy.held_seconds} s)"
+        )
 
 
 async def _delete_slugs(settings, repository_name, slugs, dry_run) -> list[str]:

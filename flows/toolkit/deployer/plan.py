@@ -115,7 +115,12 @@ def relative_storage_path(repository_name: str, stage: str, slug: str) -> str:
     """Where below the storage root a branch's copy of flows/ lives."""
     if stage == "main":
         return f"main/{repository_name}"
-    return f"dev/{repository_name}/{slug}"
+    return f"{dev_branches_path(repository_name)}/{slug}"
+
+
+def dev_branches_path(repository_name: str) -> str:
+    """Where below the storage root the dev branches' folders live, one per slug."""
+    return f"dev/{repository_name}"
 
 
 NAME_SEPARATOR = " | "
