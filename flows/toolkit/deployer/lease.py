@@ -8,11 +8,12 @@ others wait, and take their turn.
 
 The lease expires, so that a killed deploy blocks the next one for a bounded time.
 The holder renews its record every third of its lease time (FLOWS_DEPLOY_LEASE_SECONDS,
-written into the record). A waiter that watches the record go unrenewed for that long,
-by its own clock, takes it as left by a killed deploy: it deletes that record, by its
-id so never a newer holder's, and tries again. A holder renews once more just before
-it switches the branch's pointer: renewed, no waiter can take the lease for a whole
-lease time, and a lease taken from it is told by its record being gone.
+written into the record). A record unrenewed for longer than that, by the API's clock
+(its time of the last renewal against the time it answers with), was left by a killed
+deploy: the next one deletes it, by its id so never a newer holder's, and tries again.
+A holder renews once more just before it switches the branch's pointer: renewed, no
+one can take the lease for a whole lease time, and a lease taken from it is told by
+its record being gone.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import AsyncIterator
 from uuid import UUID
 
@@ -178,50 +180,69 @@ async def held(
 async def _acquire(client, name: str, label: str, timing: LeaseTiming) -> Lease:
     """Create the record, or wait: for its holder to release it, or for it to expire."""
     new_record = await _new_record(client, name, timing)
-    token = new_record.data["token"]
     give_up_at = time.monotonic() + timing.wait_seconds
-    watched, told = _Watch(), False
+    told = False
     while True:
         created = await _create(client, new_record)
         if created is not None:
             return Lease(client, label, created.id, timing)
         found = await _read(client, name)
-        if found is not None and found.data.get("token") == token:
+        if found is None:
+            continue  # released between the two calls: race for it again
+        if found.data.get("token") == new_record.data["token"]:
             # Created, though the answer was lost: the record is ours.
             return Lease(client, label, found.id, timing)
-        if found is not None and watched.unrenewed_for(found) >= _expiry_of(found):
+        busy = await _busy(client, found, label, timing)
+        if busy is None:
             # Left by a killed deploy: delete exactly that record, then race again.
             with contextlib.suppress(ObjectNotFound):
                 await client.delete_block_document(found.id)
             continue
-        held_seconds = _held_seconds(found)
         if time.monotonic() >= give_up_at:
-            raise LeaseBusy(label, _holder(found), held_seconds, timing.wait_seconds)
-        if not told and found is not None:
+            raise busy
+        if not told:
             told = True
             print(
-                f"waiting for another deploy of {label}: {_holder(found)} has held "
-                f"its lease for {held_seconds} s (waiting up to "
+                f"waiting for another deploy of {label}: {busy.holder} has held its "
+                f"lease for {busy.held_seconds} s (waiting up to "
                 f"{timing.wait_seconds:g} s)",
                 flush=True,
             )
         await asyncio.sleep(min(POLL_SECONDS, timing.lease_seconds / 4))
 
 
-class _Watch:  # pylint: disable=too-few-public-methods
-    """How long, by this waiter's clock, a record has gone unchanged: the holders'
-    clocks never count, so a clock set wrong on some machine cannot break a lease."""
+@contextlib.asynccontextmanager
+async def checked_free(
+    client: PrefectClient, name: str, label: str, timing: LeaseTiming
+) -> AsyncIterator[None]:
+    """For a command that only says what it would do: LeaseBusy when a deploy holds
+    the lease `name` now, as `held` would raise it; holds nothing itself."""
+    found = await _read(client, name)
+    if found is not None:
+        busy = await _busy(client, found, label, timing)
+        if busy is not None:
+            raise busy
+    yield
 
-    def __init__(self):
-        self.seen: tuple | None = None
-        self.since = 0.0
 
-    def unrenewed_for(self, record) -> float:
-        """Seconds since this record (its id and renewal count) was first seen."""
-        state = (record.id, record.data.get("renewals"))
-        if state != self.seen:
-            self.seen, self.since = state, time.monotonic()
-        return time.monotonic() - self.since
+async def _busy(client, record, label: str, timing: LeaseTiming) -> LeaseBusy | None:
+    """What a record means to a deploy that wants the lease: LeaseBusy while its
+    holder renews it, None once it has expired (its holder was killed)."""
+    held_seconds, unrenewed_seconds = await _ages(client, record)
+    if unrenewed_seconds > record.data.get("lease_seconds", timing.lease_seconds):
+        return None
+    holder = record.data.get("holder", "a deploy")
+    return LeaseBusy(label, holder, round(held_seconds), timing.wait_seconds)
+
+
+async def _ages(client, record) -> tuple[float, float]:
+    """(seconds since the record was made, since it was last renewed) by the API's
+    clock: the deployers' clocks never count, so one set wrong cannot break a lease."""
+    date = (await client.hello()).headers.get("date")
+    now = parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
+    since_made = (now - record.created).total_seconds()
+    since_renewed = (now - record.updated).total_seconds()
+    return since_made, since_renewed
 
 
 async def _new_record(client, name: str, timing: LeaseTiming) -> BlockDocumentCreate:
@@ -260,10 +281,10 @@ async def _create(client, record: BlockDocumentCreate):
         return None
     except httpx.HTTPStatusError as error:
         # Two creates at the same moment can meet the unique index as a server
-        # error; the record read next says who won.
-        if error.response.status_code < 500:
-            raise
-        return None
+        # error: only when a record is there did another deploy win.
+        if error.response.status_code >= 500 and await _read(client, record.name):
+            return None
+        raise
 
 
 async def _read(client, name: str):
@@ -272,19 +293,3 @@ async def _read(client, name: str):
         return await client.read_block_document_by_name(name, LEASE_TYPE)
     except ObjectNotFound:
         return None
-
-
-def _expiry_of(record) -> float:
-    """The lease time its holder set (a record without one never expires here)."""
-    return float(record.data.get("lease_seconds") or "inf")
-
-
-def _holder(record) -> str:
-    return record.data.get("holder", "a deploy") if record is not None else "a deploy"
-
-
-def _held_seconds(record) -> int:
-    """Seconds since the record was made, by the API's clock and this machine's."""
-    if record is None or record.created is None:
-        return 0
-    return max(0, round((datetime.now(timezone.utc) - record.created).total_seconds()))

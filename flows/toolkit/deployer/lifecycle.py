@@ -177,10 +177,9 @@ class _Pruning:
 
     def _branch_lease(self, client, relative: str):
         """The branch's lease, so that no deploy of it runs meanwhile (a dry run
-        changes nothing, and needs none)."""
-        if self.dry_run:
-            return contextlib.nullcontext()
-        return lease.held(client, pointer_block_name(relative), relative, self.timing)
+        changes nothing: it only checks that no deploy holds it)."""
+        hold = lease.checked_free if self.dry_run else lease.held
+        return hold(client, pointer_block_name(relative), relative, self.timing)
 
 
 @contextlib.contextmanager
