@@ -116,6 +116,34 @@ def test_mistake_is_one_line_and_exit_2(mistake, checkout, capsys):
     assert count_deployments() == deployments_before
 
 
+@pytest.mark.usefixtures("prefect_api_url")
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        (
+            "FLOWS_DEPLOY_LEASE_SECONDS",
+            "soon",
+            "is not a number of seconds of at least 1",
+        ),
+        ("FLOWS_DEPLOY_WAIT_SECONDS", "-1", "is not a number of seconds of at least 0"),
+    ],
+)
+def test_a_lease_setting_that_is_no_number_is_refused(
+    mistake, checkout, capsys, monkeypatch
+):
+    """The lease's times are read before anything is written: one line, exit 2."""
+    setting, value, expected = mistake
+    monkeypatch.setenv(setting, value)
+    git(checkout, "switch", "-q", "-c", "feature/lease-setting")
+    deployments_before = count_deployments()
+    code, _, err = run_command_line(checkout, "deploy", capsys=capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {setting} {value!r} {expected}"
+    ]
+    assert not Path(os.environ["FLOWS_STORAGE_ROOT"]).exists()
+    assert count_deployments() == deployments_before
+
+
 def test_no_api_configured_says_how_to_get_one(checkout, capsys, monkeypatch):
     """Deploying into Prefect's ephemeral API is refused with the ways out."""
     # pylint: disable-next=import-outside-toplevel
