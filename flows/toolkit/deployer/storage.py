@@ -240,11 +240,14 @@ class FlowStorage:
         }
 
     async def remove(self, location: str, block_name: str) -> None:
-        """Remove every copy of a branch and the block that points at them."""
+        """Remove the block that points at a branch's copies, then every copy."""
         filesystem = await self.connected()
+        # The block first: a removal cut short then leaves copies that nothing names
+        # (the next delete-branch removes them), never a block naming a copy that is
+        # gone, which the branch's next deploy would register its runs against.
+        await prefect_api.delete_block(block_name, self.pointer_type)
         with self.store_errors(f"removing {location}"):
             self._remove(filesystem, location)
-        await prefect_api.delete_block(block_name, self.pointer_type)
 
     def _remove(self, filesystem: AbstractFileSystem, location: str) -> None:
         """Remove everything below `location`; anything left behind is an error."""
