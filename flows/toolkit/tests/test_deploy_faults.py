@@ -31,7 +31,7 @@ from deploy_helpers import read_deployment, run_command_line
 from die_after import DIED
 from prefect.client.orchestration import get_client
 from test_lifecycle import change_flow_file
-from test_repository_commands import run_repository_command
+from test_repository_commands import add_second_flow, run_repository_command
 
 import local_prefect
 from toolkit.deployer import prefect_api
@@ -352,3 +352,84 @@ def test_prune_removes_a_dead_first_deploy_of_a_branch_gone_from_origin(
     assert (code, err) == (0, ""), err
     assert stored(branch) == Stored([], [], None)
     assert blocks_of(branch.repository) == []
+
+
+# The steps of a delete-branch a death lands at: after the first of the branch's two
+# deployments is deleted; before its storage is touched (every deployment deleted);
+# after its copies are removed; after its block is deleted.
+DELETE_STEPS = {
+    "one deployment deleted": [
+        "prefect.client.orchestration:PrefectClient.delete_deployment"
+    ],
+    "deployments deleted": ["toolkit.deployer.storage:FlowStorage.remove", "--before"],
+    "copies removed": ["toolkit.deployer.storage:FlowStorage._remove"],
+    "block deleted": ["toolkit.deployer.prefect_api:delete_block"],
+}
+
+
+def die_mid_delete_branch(branch: Branch, point: str, capsys, monkeypatch, fault):
+    """Deploy the branch's two flows, then delete the branch dying at `point`."""
+    add_second_flow(branch.checkout)
+    code, _, err = run_repository_command(
+        branch.checkout, "deploy-all", capsys=capsys, monkeypatch=monkeypatch
+    )
+    assert (code, err) == (0, ""), err
+    assert len(branch.deployments()) == 2
+    die_after(
+        branch.checkout,
+        *DELETE_STEPS[point],
+        "flows/util.py",
+        "delete-branch",
+        BRANCH,
+        log=branch.folder / "delete-branch-dying.log",
+        fault=fault,
+    )
+
+
+def check_branch_gone(branch: Branch) -> None:
+    """No deployment, copy or block of the branch is left."""
+    assert branch.deployments() == []
+    assert stored(branch) == Stored([], [], None)
+    assert blocks_of(branch.repository) == []
+
+
+@pytest.mark.parametrize("point", list(DELETE_STEPS))
+def test_a_delete_branch_that_dies_halfway_is_finished_by_the_next(
+    point, branch, capsys, monkeypatch, fault
+):
+    """A deployment left behind still runs its whole copy, a block left names a whole
+    copy, and running delete-branch again removes whatever is left."""
+    fault.expect("recovered")
+    die_mid_delete_branch(branch, point, capsys, monkeypatch, fault)
+    left = stored(branch)
+    # A block left names a whole copy: a deploy of the branch that registers and
+    # dies before its switch leaves runs that fetch what the block names.
+    assert left.pointer is None or left.pointer in left.whole, left
+    if point == "one deployment deleted":
+        (remaining,) = branch.deployments()
+        assert left.copies == left.whole == [left.pointer]
+        assert run_once(branch, remaining, fault) == "old"  # the code never changed
+    else:
+        assert branch.deployments() == []
+
+    code, _, err = run_repository_command(
+        branch.checkout, "delete-branch", BRANCH, capsys=capsys, monkeypatch=monkeypatch
+    )
+    assert (code, err) == (0, ""), err
+    check_branch_gone(branch)
+
+
+def test_prune_finds_the_storage_of_a_half_deleted_branch(
+    branch, capsys, monkeypatch, fault
+):
+    """Deployments deleted, storage not: once the branch is gone from origin, prune
+    removes its copies and block though no deployment names the branch any more."""
+    fault.expect("recovered")
+    die_mid_delete_branch(branch, "deployments deleted", capsys, monkeypatch, fault)
+    git(branch.checkout, "push", "-q", "origin", "--delete", BRANCH)
+
+    code, _, err = run_repository_command(
+        branch.checkout, "prune", capsys=capsys, monkeypatch=monkeypatch
+    )
+    assert (code, err) == (0, ""), err
+    check_branch_gone(branch)
