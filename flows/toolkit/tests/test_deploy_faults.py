@@ -433,3 +433,79 @@ def test_prune_finds_the_storage_of_a_half_deleted_branch(
     )
     assert (code, err) == (0, ""), err
     check_branch_gone(branch)
+
+
+# The steps of a setup a death lands after: the work pool made (no queue, no block
+# yet), and the first block saved (the password's, not yet the connection's that
+# refers to it). What the next setup then reports, item by item.
+SETUP_STEPS = {
+    "work pool": "prefect.client.orchestration:PrefectClient.create_work_pool",
+    "password block": "toolkit.deployer.workspace:save_if_changed",
+}
+SETUP_REPAIRS = {
+    "work pool": ["unchanged"] * 2 + ["created"] * 4,
+    "password block": ["unchanged"] * 5 + ["created"],
+}
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+@pytest.mark.parametrize("point", list(SETUP_STEPS))
+def test_a_setup_that_dies_halfway_is_finished_by_the_next(
+    point, checkout, capsys, monkeypatch, fault
+):
+    """The next setup creates what is missing and nothing twice: one pool with both
+    queues, and the connection refers to the password block the dead setup saved."""
+    fault.expect("recovered")
+    system = f"warehouse{secrets.token_hex(3)}"
+    password = f"db-{secrets.token_urlsafe(12)}"
+    fault.secret(password)
+    monkeypatch.setenv(
+        f"FLOWS_{system.upper()}_DATABASE_URL", "postgresql://reader@db/warehouse"
+    )
+    monkeypatch.setenv(f"FLOWS_{system.upper()}_DATABASE_PASSWORD", password)
+    setup = ["setup", "--database", system, "--no-prompt"]
+    die_after(
+        checkout,
+        SETUP_STEPS[point],
+        "flows/util.py",
+        *setup,
+        log=checkout.parent / "setup-dying.log",
+        fault=fault,
+    )
+
+    code, out, err = run_repository_command(
+        checkout, *setup, capsys=capsys, monkeypatch=monkeypatch
+    )
+    assert (code, err) == (0, ""), err
+    assert [line.rsplit(": ", 1)[1] for line in out.splitlines()] == SETUP_REPAIRS[
+        point
+    ], out
+    assert workspace_of(system) == {
+        "queues": ["default", "dev", "main"],
+        "blocks": [f"{system}-database-prod", f"{system}-database-prod-password"],
+        "password of the connection": f"{system}-database-prod-password",
+    }
+
+
+def workspace_of(system: str) -> dict:
+    """The test's work pool's queues, the blocks of `system`, and the block the
+    database connection's password refers to."""
+
+    async def read() -> dict:
+        async with get_client() as client:
+            pool = os.environ["FLOWS_WORK_POOL"]
+            queues = await client.read_work_queues(work_pool_name=pool)
+            documents = await client.read_block_documents(include_secrets=False)
+            connection = await client.read_block_document_by_name(
+                f"{system}-database-prod",
+                "flows-database-connection",
+                include_secrets=False,
+            )
+        password = connection.block_document_references["password"]
+        return {
+            "queues": sorted(queue.name for queue in queues),
+            "blocks": sorted(d.name for d in documents if d.name.startswith(system)),
+            "password of the connection": password["block_document"]["name"],
+        }
+
+    return asyncio.run(read())
