@@ -63,9 +63,9 @@ DEPLOY_STEPS = {
 # the new one's) the branch's block points at, and whose the registered deployment
 # names; None: no block, no deployment.
 LEFT_BY_A_DEAD_DEPLOY = {
-    ("upload", "first deploy"): (None, None),
-    ("switch", "first deploy"): ("new", None),
-    ("registration", "first deploy"): ("new", "new"),
+    ("upload", "first"): (None, None),
+    ("switch", "first"): ("new", None),
+    ("registration", "first"): ("new", "new"),
     ("upload", "redeploy"): ("old", "old"),
     ("registration", "redeploy"): ("old", "new"),
     ("switch", "redeploy"): ("new", "new"),
@@ -363,7 +363,7 @@ def test_prune_removes_a_dead_first_deploy_of_a_branch_gone_from_origin(
     """A first deploy that died after its upload left a copy and nothing that names
     it; once the branch is gone from origin, prune removes it."""
     fault.expect("recovered")
-    die_mid_deploy(branch, "upload", "first deploy", capsys, fault)
+    die_mid_deploy(branch, "upload", "first", capsys, fault)
     outlive_the_dead_lease()
     assert len(stored(branch).copies) == 1
     git(branch.checkout, "push", "-q", "origin", "--delete", BRANCH)
@@ -380,12 +380,12 @@ def test_prune_removes_a_dead_first_deploy_of_a_branch_gone_from_origin(
 # deployments is deleted; before its storage is touched (every deployment deleted);
 # after its copies are removed; after its block is deleted.
 DELETE_STEPS = {
-    "one deployment deleted": [
+    "one-deployment-deleted": [
         "prefect.client.orchestration:PrefectClient.delete_deployment"
     ],
-    "deployments deleted": ["toolkit.deployer.storage:FlowStorage.remove", "--before"],
-    "copies removed": ["toolkit.deployer.storage:FlowStorage._remove"],
-    "block deleted": ["toolkit.deployer.prefect_api:delete_block"],
+    "deployments-deleted": ["toolkit.deployer.storage:FlowStorage.remove", "--before"],
+    "copies-removed": ["toolkit.deployer.storage:FlowStorage._remove"],
+    "block-deleted": ["toolkit.deployer.prefect_api:delete_block"],
 }
 
 
@@ -427,7 +427,7 @@ def test_a_delete_branch_that_dies_halfway_is_finished_by_the_next(
     # A block left names a whole copy: a deploy of the branch that registers and
     # dies before its switch leaves runs that fetch what the block names.
     assert left.pointer is None or left.pointer in left.whole, left
-    if point == "one deployment deleted":
+    if point == "one-deployment-deleted":
         (remaining,) = branch.deployments()
         assert left.copies == left.whole == [left.pointer]
         assert run_once(branch, remaining, fault) == "old"  # the code never changed
@@ -447,7 +447,7 @@ def test_prune_finds_the_storage_of_a_half_deleted_branch(
     """Deployments deleted, storage not: once the branch is gone from origin, prune
     removes its copies and block though no deployment names the branch any more."""
     fault.expect("recovered")
-    die_mid_delete_branch(branch, "deployments deleted", capsys, monkeypatch, fault)
+    die_mid_delete_branch(branch, "deployments-deleted", capsys, monkeypatch, fault)
     git(branch.checkout, "push", "-q", "origin", "--delete", BRANCH)
 
     code, _, err = run_repository_command(
@@ -461,12 +461,12 @@ def test_prune_finds_the_storage_of_a_half_deleted_branch(
 # yet), and the first block saved (the password's, not yet the connection's that
 # refers to it). What the next setup then reports, item by item.
 SETUP_STEPS = {
-    "work pool": "prefect.client.orchestration:PrefectClient.create_work_pool",
-    "password block": "toolkit.deployer.workspace:save_if_changed",
+    "work-pool": "prefect.client.orchestration:PrefectClient.create_work_pool",
+    "password-block": "toolkit.deployer.workspace:save_if_changed",
 }
 SETUP_REPAIRS = {
-    "work pool": ["unchanged"] * 2 + ["created"] * 4,
-    "password block": ["unchanged"] * 5 + ["created"],
+    "work-pool": ["unchanged"] * 2 + ["created"] * 4,
+    "password-block": ["unchanged"] * 5 + ["created"],
 }
 
 
