@@ -139,6 +139,11 @@ def branch(checkout, prefect_api_url, tmp_path, monkeypatch) -> Branch:
     )
 
 
+def commit_of(copy: str) -> str:
+    """The (short) commit a copy holds, as its name `{stamp}-{commit}-{random}` says."""
+    return copy.split("-")[1]
+
+
 @dataclass(frozen=True)
 class Stored:
     """A branch's place in flow storage: its copies (by commit) and its block."""
@@ -148,8 +153,8 @@ class Stored:
     pointer: str | None  # the copy the block names; None: no block
 
     def commits(self) -> list[str]:
-        """The commit of each copy, as its name tells (`{stamp}-{commit}-{random}`)."""
-        return sorted(copy.split("-")[1] for copy in self.copies)
+        """The commit of each copy, sorted."""
+        return sorted(commit_of(copy) for copy in self.copies)
 
 
 def stored(branch: Branch) -> Stored:
@@ -173,7 +178,8 @@ def stored(branch: Branch) -> Stored:
 
 
 def blocks_of(repository: str) -> list[str]:
-    """The names of the storage blocks of every branch of `repository`."""
+    """The names of the blocks of any type of every branch of `repository`: its
+    pointers, and any lease record a deploy left."""
     prefix = pointer_block_name(f"dev/{repository}").rsplit("-", 1)[0]
 
     async def read() -> list[str]:
@@ -275,10 +281,10 @@ def check_what_is_left(branch: Branch, dead: DeadDeploy, fault) -> None:
         assert left.pointer is None
     else:
         assert left.pointer in left.copies
-        assert left.pointer.split("-")[1] == commits[pointed][:12]
+        assert commit_of(left.pointer) == commits[pointed][:12]
     deployment = read_deployment(branch.deployment)
     if registered is None:
-        assert deployment is None  # nothing can run a copy that is not whole
+        assert deployment is None  # nothing registered: no run can start
         return
     assert deployment.version == commits[registered][:12]
     assert run_once(branch, branch.deployment, fault) == pointed
