@@ -38,12 +38,13 @@ import local_prefect
 from toolkit.deployer import prefect_api
 from toolkit.deployer.plan import (
     deployment_name_prefix,
+    dev_branches_path,
     pointer_block_name,
     relative_storage_path,
     short_repository_name,
 )
 from toolkit.deployer.repository import branch_slug
-from toolkit.deployer.settings import Settings
+from toolkit.deployer.settings import SETTINGS, Settings
 from toolkit.deployer.storage import MANIFEST_NAME, storage_for
 
 pytestmark = pytest.mark.faults
@@ -121,7 +122,8 @@ def branch(checkout, prefect_api_url, tmp_path, monkeypatch) -> Branch:
     monkeypatch.setenv("FLOWS_REPO_NAME", repository)
     monkeypatch.setenv("FLOWS_WORK_POOL_TYPE", "process")
     monkeypatch.setenv("FLOWS_OUTPUT_DIR", str(tmp_path / "output"))  # the worker's
-    monkeypatch.setenv("FLOWS_DEPLOY_LEASE_SECONDS", str(DEAD_LEASE_SECONDS))
+    lease_variable = SETTINGS["deploy_lease_seconds"].env_var
+    monkeypatch.setenv(lease_variable, str(DEAD_LEASE_SECONDS))
     git(checkout, "switch", "-q", "-c", BRANCH)
     git(checkout, "push", "-q", "origin", BRANCH)
     settings = Settings.from_environment()
@@ -180,7 +182,8 @@ def stored(branch: Branch) -> Stored:
 def blocks_of(repository: str) -> list[str]:
     """The names of the blocks of any type of every branch of `repository`: its
     pointers, and any lease record a deploy left."""
-    prefix = pointer_block_name(f"dev/{repository}").rsplit("-", 1)[0]
+    # Each branch's block name starts with what the repository's folder would have.
+    prefix = pointer_block_name(dev_branches_path(repository)).rsplit("-", 1)[0]
 
     async def read() -> list[str]:
         async with get_client() as client:
