@@ -23,7 +23,7 @@ from toolkit.deployer.plan import (
     pointer_block_name,
 )
 from toolkit.deployer.repository import branch_slug, stage_of, read_repository, run_git
-from toolkit.deployer.settings import Settings
+from toolkit.deployer.settings import SETTINGS, Settings
 from toolkit.deployer.storage import storage_for
 
 CLI_FUNCTION = "run_flow_command_line_interface"
@@ -71,9 +71,31 @@ def delete_branch(
     repository = read_repository(flows_dir, settings)
     if not dry_run:
         prefect_api.require_api_url()
+    timing = LeaseTiming.from_settings(settings)
     return asyncio.run(
-        _delete_slugs(settings, repository.name, [branch_slug(branch)], dry_run)
+        _delete_branch_held(settings, repository.name, branch, timing, dry_run)
     )
+
+
+async def _delete_branch_held(settings, repository_name, branch, timing, dry_run):
+    """Delete the branch under its lease: a deploy of it under way finishes first (it
+    would register against a removed copy), and one killed leaves no lease behind."""
+    slug = branch_slug(branch)
+    if dry_run:
+        return await _delete_slugs(settings, repository_name, [slug], dry_run)
+    name = pointer_block_name(relative_storage_path(repository_name, "dev", slug))
+    async with get_client() as client:
+        try:
+            async with lease.held(client, name, f"branch {branch}", timing):
+                return await _delete_slugs(settings, repository_name, [slug], dry_run)
+        except lease.LeaseBusy as busy:
+            raise UserError(
+                f"a deploy of branch {branch} has held its lease for "
+                f"{busy.held_seconds} s ({busy.holder}); delete-branch gave up after "
+                f"waiting {timing.wait_seconds:g} s "
+                f"({SETTINGS['deploy_wait_seconds'].env_var}), nothing deleted: run "
+                "it again when that deploy is done"
+            ) from None
 
 
 def prune(settings: Settings, flows_dir: Path, dry_run: bool) -> list[str]:

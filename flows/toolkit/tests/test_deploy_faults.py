@@ -31,6 +31,7 @@ from conftest import git
 from deploy_helpers import read_deployment, run_command_line
 from die_after import DIED
 from prefect.client.orchestration import get_client
+from test_deploy_lease import Deploys
 from test_lifecycle import change_flow_file
 from test_repository_commands import add_second_flow, run_repository_command
 
@@ -51,8 +52,8 @@ pytestmark = pytest.mark.faults
 
 DIE_AFTER = Path(__file__).with_name("die_after.py")
 BRANCH = "feature/faulty"
-# How long the branch's lease, which a killed deploy holds, outlives it: the next
-# deploy waits that long for it, and prune leaves the branch alone until then.
+# How long the branch's lease, which a killed deploy or delete-branch holds, outlives
+# it: the next deploy waits that long for it, and prune leaves the branch alone.
 DEAD_LEASE_SECONDS = 3
 # The steps of a deploy a death lands after: storage.py's and prefect_api.py's own.
 DEPLOY_STEPS = {
@@ -294,7 +295,7 @@ def check_what_is_left(branch: Branch, dead: DeadDeploy, fault) -> None:
 
 
 def outlive_the_dead_lease() -> None:
-    """Let the lease of the killed deploy expire: prune never waits for a lease."""
+    """Let the lease the killed command held expire: prune never waits for one."""
     # Past it by two seconds: the API's clock, by which a lease ages, counts whole ones.
     time.sleep(DEAD_LEASE_SECONDS + 2)
 
@@ -452,6 +453,60 @@ def test_a_delete_branch_that_dies_halfway_is_finished_by_the_next(
     check_branch_gone(branch)
 
 
+def test_delete_branch_after_a_killed_deploy_leaves_nothing_of_it(
+    branch, capsys, monkeypatch, fault
+):
+    """A deploy killed after registering holds the branch's lease; delete-branch takes
+    it over once it expires, and leaves no deployment, copy, pointer or lease."""
+    fault.expect("recovered")
+    die_mid_deploy(branch, "registration", "first", capsys, fault)
+
+    code, _, err = run_repository_command(
+        branch.checkout, "delete-branch", BRANCH, capsys=capsys, monkeypatch=monkeypatch
+    )
+    assert (code, err) == (0, ""), err
+    check_branch_gone(branch)
+
+
+def test_a_delete_branch_waits_for_a_deploy_of_the_branch_under_way(
+    branch, capsys, monkeypatch, fault
+):
+    """delete-branch holds the branch's lease: while a deploy holds it, one that waits
+    no longer gives up with one line and deletes nothing (the deploy would register
+    against a removed copy); once the deploy is done, it deletes what that made too."""
+    fault.expect("failed clean")
+    deploy(branch, capsys)
+    before = stored(branch)
+    deploys = Deploys(branch.checkout, branch.folder, fault)
+    try:
+        holder = deploys.launch("holder", pause_after_copy=True)
+        deploys.go([holder])
+        deploys.wait_for(holder, "paused")
+        monkeypatch.setenv(SETTINGS["deploy_wait_seconds"].env_var, "1")
+        code, _, err = run_repository_command(
+            branch.checkout,
+            "delete-branch",
+            BRANCH,
+            capsys=capsys,
+            monkeypatch=monkeypatch,
+        )
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"error: a deploy of branch {BRANCH} has held its lease")
+        assert "nothing deleted: run it again when that deploy is done" in err
+        assert branch.deployments() == [branch.deployment]
+        assert stored(branch).pointer == before.pointer
+        deploys.resume(holder)
+        assert holder.finish()[0] == 0
+    finally:
+        deploys.stop_all()
+
+    code, _, err = run_repository_command(
+        branch.checkout, "delete-branch", BRANCH, capsys=capsys, monkeypatch=monkeypatch
+    )
+    assert (code, err) == (0, ""), err
+    check_branch_gone(branch)
+
+
 def test_prune_finds_the_storage_of_a_half_deleted_branch(
     branch, capsys, monkeypatch, fault
 ):
@@ -459,6 +514,7 @@ def test_prune_finds_the_storage_of_a_half_deleted_branch(
     removes its copies and block though no deployment names the branch any more."""
     fault.expect("recovered")
     die_mid_delete_branch(branch, "deployments-deleted", capsys, monkeypatch, fault)
+    outlive_the_dead_lease()  # delete-branch, too, holds the branch's lease
     git(branch.checkout, "push", "-q", "origin", "--delete", BRANCH)
 
     code, _, err = run_repository_command(
