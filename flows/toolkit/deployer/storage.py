@@ -243,8 +243,8 @@ class FlowStorage:
         """Remove the block that points at a branch's copies, then every copy."""
         filesystem = await self.connected()
         # The block first: a removal cut short then leaves copies that nothing names
-        # (the next delete-branch removes them), never a block naming a copy that is
-        # gone, which the branch's next deploy would register its runs against.
+        # (the next deploy, prune or delete-branch removes them), never a block naming
+        # a copy that is gone, which the next deploy would register its runs against.
         await prefect_api.delete_block(block_name, self.pointer_type)
         with self.store_errors(f"removing {location}"):
             self._remove(filesystem, location)
