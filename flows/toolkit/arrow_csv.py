@@ -3,8 +3,9 @@
 pandas' own read_sql and to_csv spend seconds per million rows formatting values one
 by one in Python; Arrow does the same work in C++ about five times faster. The CSV it
 writes: a header (names quoted only where needed), strings always quoted, numbers
-bare, missing values empty, times as `YYYY-MM-DD HH:MM:SS` (with the fraction only
-where a column has one).
+bare, missing values empty, and one format per column, whatever the values of a chunk:
+timestamps as `YYYY-MM-DD HH:MM:SS.ffffff` (`...Z` in UTC), or without the fraction
+where the column's unit is seconds (`datetime64[s]`): a flow declares that format.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ POSTGRES_ARROW_TYPES = {
     701: pa.float64(),
     1700: pa.float64(),
     1082: pa.date32(),
+    1083: pa.time64("us"),
     1114: pa.timestamp("us"),
     1184: pa.timestamp("us", tz="UTC"),
 }
@@ -47,12 +49,17 @@ def arrow_types_of_postgres(description) -> dict[str, pa.DataType]:
     }
 
 
-def _whole_seconds(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """A timestamp column without fractions is written without `.000000`."""
-    try:  # a safe cast refuses to drop a fraction
-        return column.cast(pa.timestamp("s", column.type.tz))
-    except pa.ArrowInvalid:
+def _timestamp_column(name: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Microseconds, unless the column's unit is seconds: one format for the file."""
+    if column.type.unit in ("s", "us"):
         return column
+    try:  # a safe cast refuses to drop nanoseconds rather than write them
+        return column.cast(pa.timestamp("us", column.type.tz))
+    except pa.ArrowInvalid as error:
+        raise ValueError(
+            f"column {name!r} has times finer than a microsecond, which the CSV file "
+            f"does not hold: round them first, e.g. frame[{name!r}].dt.round('us')"
+        ) from error
 
 
 def frame_to_table(frame: pd.DataFrame) -> pa.Table:
@@ -60,7 +67,7 @@ def frame_to_table(frame: pd.DataFrame) -> pa.Table:
     table = pa.Table.from_pandas(frame, preserve_index=False)
     for index, field in enumerate(table.schema):
         if pa.types.is_timestamp(field.type):
-            column = _whole_seconds(table.column(index))
+            column = _timestamp_column(field.name, table.column(index))
             table = table.set_column(index, field.name, column)
     return table
 

@@ -17,6 +17,7 @@ import pandas as pd
 from prefect import task
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
+from psycopg2.extensions import quote_ident
 from pydantic.v1 import Field
 from sqlalchemy import create_engine, text
 from sqlalchemy.dialects.postgresql import psycopg2
@@ -146,9 +147,10 @@ def copy_query_as_csv(
 ) -> int:
     """Write the result of `query` as CSV (with a header) to `destination`; rows written.
 
-    No DataFrame is built: PostgreSQL's own COPY ... TO STDOUT writes the CSV, other
-    databases stream rows through a server-side cursor into the csv module. Only the
-    latter can tell `progress` its rows as they go; COPY's are known at the end.
+    No DataFrame is built: PostgreSQL's own COPY ... TO STDOUT writes the CSV (its
+    times in the pandas paths' format), other databases stream rows through a
+    server-side cursor into the csv module. Only the latter can tell `progress` its
+    rows as they go; COPY's are known at the end.
     """
     engine = _engine_of(source)
     # Writes of one row each would cost a sink call per row: buffer them in C.
@@ -176,10 +178,52 @@ def _copy_statement(bound_query: str) -> str:
     return f"COPY ({bound_query}) TO STDOUT WITH (FORMAT csv, HEADER)"
 
 
+def _describe(cursor, bound_query: str):
+    """The result's columns (names, type OIDs) without running the query."""
+    cursor.execute(f"SELECT * FROM ({bound_query}) AS result LIMIT 0")
+    return cursor.description
+
+
+def _postgres_time_text(value: str, pattern: str) -> str:
+    """SQL for a timestamp as `pattern` says; infinity and BC as PostgreSQL has them."""
+    return (
+        f"CASE WHEN isfinite({value}) AND {value} >= '0001-01-01' "
+        f"THEN to_char({value}, '{pattern}') ELSE {value}::text END"
+    )
+
+
+# PostgreSQL writes a time without its fraction where it is zero (08:00:00 beside
+# 08:00:00.5); the as-is path has it write these types as the pandas paths do.
+_POSTGRES_TEXT = {
+    1083: lambda column: f"to_char({column}::interval, 'HH24:MI:SS.US')",
+    1114: lambda column: _postgres_time_text(column, "YYYY-MM-DD HH24:MI:SS.US"),
+    1184: lambda column: _postgres_time_text(
+        f"({column} AT TIME ZONE 'UTC')", 'YYYY-MM-DD HH24:MI:SS.US"Z"'
+    ),
+}
+
+
+def _as_written(cursor, bound_query: str) -> str:
+    """The query with its times formatted for the file, or itself if it has none."""
+    description = _describe(cursor, bound_query)
+    if not any(column.type_code in _POSTGRES_TEXT for column in description):
+        return bound_query
+    # Positional names: a result may have two columns of one name (a.id, b.id).
+    positional = [f"column_{index}" for index in range(len(description))]
+    selected = []
+    for name, column in zip(positional, description):
+        text = _POSTGRES_TEXT.get(column.type_code, lambda same: same)(name)
+        selected.append(f"{text} AS {quote_ident(column.name, cursor)}")
+    return (
+        f"SELECT {', '.join(selected)} "
+        f"FROM ({bound_query}) AS result ({', '.join(positional)})"
+    )
+
+
 def _postgres_copy(connection, query, parameters, destination) -> int:
     with connection.connection.driver_connection.cursor() as cursor:
         bound = _bound_postgres_query(cursor, query, parameters)
-        cursor.copy_expert(_copy_statement(bound), destination)
+        cursor.copy_expert(_copy_statement(_as_written(cursor, bound)), destination)
         return cursor.rowcount
 
 
@@ -193,8 +237,7 @@ def _postgres_frames(engine, query, parameters, chunk_rows) -> Iterator[pd.DataF
     with engine.connect() as connection:
         cursor = connection.connection.driver_connection.cursor()
         bound = _bound_postgres_query(cursor, query, parameters)
-        cursor.execute(f"SELECT * FROM ({bound}) AS result LIMIT 0")
-        column_types = arrow_csv.arrow_types_of_postgres(cursor.description)
+        column_types = arrow_csv.arrow_types_of_postgres(_describe(cursor, bound))
         read_end, write_end = os.pipe()
         failures = []
 

@@ -29,17 +29,17 @@ EVENTS = [
 ]
 EXPECTED_CHUNKED_CSV = (
     "id,happened,amount,done,note,day,amount_in_cents\n"
-    '1,2024-01-01 08:00:00,12.5,true,"plain",2024-01-01,1250\n'
-    '2,2024-01-02 09:30:15,-3.25,false,"comma, ""quote""",2024-01-02,-325\n'
+    '1,2024-01-01 08:00:00.000000,12.5,true,"plain",2024-01-01,1250\n'
+    '2,2024-01-02 09:30:15.000000,-3.25,false,"comma, ""quote""",2024-01-02,-325\n'
     '3,,,,"",,\n'
-    "4,2024-01-03 23:59:59,0.1,true,,2024-01-03,10\n"
+    "4,2024-01-03 23:59:59.000000,0.1,true,,2024-01-03,10\n"
 )
 EXPECTED_COPY_CSV = (
     "id,happened,amount,done,note,day\n"
-    "1,2024-01-01 08:00:00,12.50,t,plain,2024-01-01\n"
-    '2,2024-01-02 09:30:15,-3.25,f,"comma, ""quote""",2024-01-02\n'
+    "1,2024-01-01 08:00:00.000000,12.50,t,plain,2024-01-01\n"
+    '2,2024-01-02 09:30:15.000000,-3.25,f,"comma, ""quote""",2024-01-02\n'
     '3,,,,"",\n'
-    "4,2024-01-03 23:59:59,0.10,t,,2024-01-03\n"
+    "4,2024-01-03 23:59:59.000000,0.10,t,,2024-01-03\n"
 )
 QUERY = "SELECT * FROM events WHERE id <= :last ORDER BY id"
 # Rows that PostgreSQL makes slowly (a pause every `every` rows), sent as it makes them.
