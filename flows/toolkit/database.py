@@ -103,10 +103,17 @@ def query_dataframe(
     query: str,
     parameters: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """The whole result of `query` as one DataFrame: for results that fit in memory."""
+    """The whole result of `query` as one DataFrame: for results that fit in memory.
+
+    numeric arrives exact, as in `iterate_query_frames`; cast it to float in the query
+    or the flow where floats are wanted.
+    """
     engine = _engine_of(source)
     with engine.connect() as connection:
-        frame = pd.read_sql(_statement(query), connection, params=parameters or {})
+        frame = pd.read_sql(
+            _statement(query), connection, params=parameters or {}, coerce_float=False
+        )
+    frame = arrow_csv.normalize_driver_values(frame)
     run_logger().info("read %d rows from %s", len(frame), engine.url)
     return frame
 
@@ -120,7 +127,8 @@ def iterate_query_frames(
     """The result of `query` as DataFrames of at most `chunk_rows` rows.
 
     A server-side cursor (stream_results) keeps memory bounded by one chunk, however
-    large the result; databases without one (SQLite) still return chunks.
+    large the result; databases without one (SQLite) still return chunks. numeric
+    arrives exact, as `Decimal` values (`arrow_csv.exact_numbers`), never as float.
     """
     engine = _engine_of(source)
     if engine.dialect.name == "postgresql":
@@ -130,12 +138,14 @@ def iterate_query_frames(
         streaming = connection.execution_options(
             stream_results=True, max_row_buffer=chunk_rows
         )
-        yield from pd.read_sql(
+        for frame in pd.read_sql(
             _statement(query),
             streaming,
             params=parameters or {},
             chunksize=chunk_rows,
-        )
+            coerce_float=False,
+        ):
+            yield arrow_csv.normalize_driver_values(frame)
 
 
 def copy_query_as_csv(
@@ -237,7 +247,7 @@ def _postgres_frames(engine, query, parameters, chunk_rows) -> Iterator[pd.DataF
     with engine.connect() as connection:
         cursor = connection.connection.driver_connection.cursor()
         bound = _bound_postgres_query(cursor, query, parameters)
-        column_types = arrow_csv.arrow_types_of_postgres(_describe(cursor, bound))
+        description = _describe(cursor, bound)
         read_end, write_end = os.pipe()
         failures = []
 
@@ -252,7 +262,7 @@ def _postgres_frames(engine, query, parameters, chunk_rows) -> Iterator[pd.DataF
         producer.start()
         try:
             with os.fdopen(read_end, "rb") as pipe:
-                yield from arrow_csv.read_csv_frames(pipe, column_types, chunk_rows)
+                yield from arrow_csv.read_postgres_csv(pipe, description, chunk_rows)
         except Exception as error:
             producer.join()
             if failures:  # the database's error is the one that explains this
