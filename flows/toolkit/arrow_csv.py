@@ -13,6 +13,7 @@ values empty, and one format per column, whatever the values of a chunk:
 from __future__ import annotations
 
 import csv as stdlib_csv
+import datetime
 import io
 from decimal import Decimal
 from typing import BinaryIO, Iterable, Iterator
@@ -101,6 +102,10 @@ def _is_decimal(value) -> bool:
     return isinstance(value, Decimal)
 
 
+def _is_zoned(value) -> bool:
+    return isinstance(value, datetime.datetime) and value.tzinfo is not None
+
+
 def _number_text(value) -> str | None:
     """A Decimal with its own digits in plain notation (0.0000001, not 1E-7)."""
     if isinstance(value, Decimal):
@@ -114,13 +119,17 @@ def _decimal_text(column: pd.Series) -> pa.Array:
 
 def normalize_driver_values(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with the values a driver hands as Python objects typed as the chunked
-    PostgreSQL path types them: Decimal columns as `exact_numbers` makes them.
+    PostgreSQL path types them: Decimal columns as `exact_numbers` makes them, and
+    times with offsets (a server's zone, -07:00 beside -06:00 across a DST change) in
+    UTC, which Arrow can write.
     """
     for position in _positions_holding(frame, _is_decimal):
         numbers = exact_numbers(_decimal_text(frame.iloc[:, position]))
         if isinstance(numbers, pa.Array):
             numbers = pd.arrays.ArrowExtensionArray(numbers)
         frame.isetitem(position, numbers)
+    for position in _positions_holding(frame, _is_zoned):
+        frame.isetitem(position, pd.to_datetime(frame.iloc[:, position], utc=True))
     return frame
 
 

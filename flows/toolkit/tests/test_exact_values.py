@@ -94,6 +94,22 @@ def test_postgres_paths_write_the_same_exact_text(values_database, path, tmp_pat
     assert deliver_by_path(path, values_database, sink) == EXPECTED_CSV
 
 
+@pytest.mark.parametrize("path", ["frame", "chunks", "as_is"])
+def test_times_with_zone_are_utc_whatever_the_servers_zone(
+    values_database, path, tmp_path
+):
+    """A session in a zone with summer time (-07:00 in winter, -06:00 in summer)
+    changes nothing in the file."""
+    in_denver = create_engine(
+        values_database.url, connect_args={"options": "-c TimeZone=America/Denver"}
+    )
+    sink = delivery.LocalFolderSink(str(tmp_path))
+    try:
+        assert deliver_by_path(path, in_denver, sink) == EXPECTED_CSV
+    finally:
+        in_denver.dispose()
+
+
 def arrow_decimal_scale(column: pd.Series) -> int | None:
     """The scale of a column of Arrow decimals, None for any other column."""
     dtype = column.dtype
