@@ -5,6 +5,8 @@ Three ways from a query to a delivered CSV, cheapest last:
 - `deliver_frame`: a DataFrame you have already shaped with pandas;
 - `deliver_query_in_chunks`: a large result shaped chunk by chunk, memory bounded;
 - `deliver_query_as_is`: no shaping at all; the database writes the CSV (COPY).
+All three write numbers exactly and each column in one format (arrow_csv's), so the
+same query gives the same numbers and times whichever path delivers it.
 Each logs its progress while data moves, a last line when the file is in place, and
 in a run a table artifact of what it delivered; `summarize_deliveries` makes the
 flow's own table of every file.
