@@ -6,6 +6,7 @@ Values are never formatted into the SQL: a hostile value stays a value.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -93,8 +94,18 @@ def _statement(query: str):
     return text(query)
 
 
-def _engine_of(source: DatabaseConnection | Engine) -> Engine:
-    return source if isinstance(source, Engine) else source.create_engine()
+@contextlib.contextmanager
+def _engine_of(source: DatabaseConnection | Engine) -> Iterator[Engine]:
+    """The caller's engine as it is, or one made from the block for this call only:
+    disposed after it, so that no task leaves connections open on the server."""
+    if isinstance(source, Engine):
+        yield source
+        return
+    engine = source.create_engine()
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @task(**retries.TRANSIENT_RETRIES)
@@ -108,8 +119,7 @@ def query_dataframe(
     numeric arrives exact, as in `iterate_query_frames`; cast it to float in the query
     or the flow where floats are wanted.
     """
-    engine = _engine_of(source)
-    with engine.connect() as connection:
+    with _engine_of(source) as engine, engine.connect() as connection:
         frame = pd.read_sql(
             _statement(query), connection, params=parameters or {}, coerce_float=False
         )
@@ -130,22 +140,22 @@ def iterate_query_frames(
     large the result; databases without one (SQLite) still return chunks. numeric
     arrives exact, as `Decimal` values (`arrow_csv.exact_numbers`), never as float.
     """
-    engine = _engine_of(source)
-    if engine.dialect.name == "postgresql":
-        yield from _postgres_frames(engine, query, parameters, chunk_rows)
-        return
-    with engine.connect() as connection:
-        streaming = connection.execution_options(
-            stream_results=True, max_row_buffer=chunk_rows
-        )
-        for frame in pd.read_sql(
-            _statement(query),
-            streaming,
-            params=parameters or {},
-            chunksize=chunk_rows,
-            coerce_float=False,
-        ):
-            yield arrow_csv.normalize_driver_values(frame)
+    with _engine_of(source) as engine:
+        if engine.dialect.name == "postgresql":
+            yield from _postgres_frames(engine, query, parameters, chunk_rows)
+            return
+        with engine.connect() as connection:
+            streaming = connection.execution_options(
+                stream_results=True, max_row_buffer=chunk_rows
+            )
+            for frame in pd.read_sql(
+                _statement(query),
+                streaming,
+                params=parameters or {},
+                chunksize=chunk_rows,
+                coerce_float=False,
+            ):
+                yield arrow_csv.normalize_driver_values(frame)
 
 
 def copy_query_as_csv(
@@ -162,10 +172,9 @@ def copy_query_as_csv(
     server-side cursor into the csv module. Only the latter can tell `progress` its
     rows as they go; COPY's are known at the end.
     """
-    engine = _engine_of(source)
     # Writes of one row each would cost a sink call per row: buffer them in C.
     buffered = io.BufferedWriter(CountingWriter(destination), CHUNK_BYTES)
-    with engine.connect() as connection:
+    with _engine_of(source) as engine, engine.connect() as connection:
         if engine.dialect.name == "postgresql":
             rows = _postgres_copy(connection, query, parameters, buffered)
         else:

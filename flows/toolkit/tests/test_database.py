@@ -137,3 +137,25 @@ def test_stopping_early_releases_the_database(postgres):
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM big")).scalar() == 200000
     engine.dispose()
+
+
+def test_reading_through_a_block_leaves_no_connection_open(postgres):
+    """Each read through a connection block makes an engine for itself and closes its
+    connections when done: a flow of many tasks holds none of the server's slots."""
+    application = "flows-connection-count"  # how the server tells them apart
+    connection = DatabaseConnection(
+        url=f"{postgres.url(password=False)}?application_name={application}",
+        password=Secret(value=postgres.password),
+    )
+    database.query_dataframe.fn(connection, "SELECT 1 AS one")
+    list(database.iterate_query_frames(connection, "SELECT 1 AS one"))
+    database.copy_query_as_csv(connection, "SELECT 1 AS one", io.BytesIO())
+
+    observer = create_engine(postgres.url())
+    with observer.connect() as session:
+        still_open = session.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"),
+            {"a": application},
+        ).scalar()
+    observer.dispose()
+    assert still_open == 0
