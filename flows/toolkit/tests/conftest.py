@@ -71,6 +71,21 @@ def serve(start_server):
         service_unavailable(str(error))
 
 
+def fresh_database(server, name: str):
+    """An empty database `name` on the PostgreSQL `server`, and an engine of it: the
+    database of a test or a module of its own. FORCE: an earlier run's pooled (or a
+    killed run's) connections may still be open to it."""
+    # pylint: disable-next=import-outside-toplevel
+    from sqlalchemy import create_engine
+
+    admin = create_engine(server.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    return create_engine(server.url(database=name))
+
+
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL on 127.0.0.1 for the whole session."""

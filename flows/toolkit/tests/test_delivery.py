@@ -9,7 +9,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import sftp_connection_to
+from conftest import fresh_database, sftp_connection_to
 from sqlalchemy import create_engine, text
 
 from toolkit import database
@@ -59,12 +59,7 @@ PROGRESS_LINE = re.compile(
 @pytest.fixture
 def events_database(postgres):
     """A table of awkward values in a database of this test's own."""
-    admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql("DROP DATABASE IF EXISTS events_test")
-        connection.exec_driver_sql("CREATE DATABASE events_test")
-    admin.dispose()
-    engine = create_engine(postgres.url(database="events_test"))
+    engine = fresh_database(postgres, "events_test")
     with engine.begin() as connection:
         connection.execute(text(CREATE_EVENTS))
         connection.execute(

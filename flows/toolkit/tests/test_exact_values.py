@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from sqlalchemy import create_engine, text
+from conftest import fresh_database
 
 from toolkit import database
 from toolkit import delivery
@@ -69,12 +70,7 @@ def deliver_by_path(path: str, source, sink, transform=None) -> str:
 @pytest.fixture(scope="module")
 def values_database(postgres):
     """VALUES in a PostgreSQL database of this module's own."""
-    admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql("DROP DATABASE IF EXISTS exact_values_test")
-        connection.exec_driver_sql("CREATE DATABASE exact_values_test")
-    admin.dispose()
-    engine = create_engine(postgres.url(database="exact_values_test"))
+    engine = fresh_database(postgres, "exact_values_test")
     with engine.begin() as connection:
         connection.execute(text(CREATE_VALUES))
         connection.execute(

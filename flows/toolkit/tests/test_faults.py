@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import paramiko
 import psycopg2
 import pytest
-from conftest import FIXTURE_FLOWS_DIR, serve, sftp_connection_to
+from conftest import FIXTURE_FLOWS_DIR, fresh_database, serve, sftp_connection_to
 from fixture_data import load_fixture_data
 from prefect import flow, get_client, task
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -427,12 +427,7 @@ def fixture_blocks_on_restartable_postgres(
     del prefect_api_url  # the blocks are saved on the session's server
     monkeypatch.setattr(database, "SQL_DIR", FIXTURE_FLOWS_DIR / "sql")
     server = restartable_postgres
-    admin = create_engine(server.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql("DROP DATABASE IF EXISTS shop WITH (FORCE)")
-        connection.exec_driver_sql("CREATE DATABASE shop")
-    admin.dispose()
-    shop = create_engine(server.url(database="shop"))
+    shop = fresh_database(server, "shop")
     load_fixture_data(shop)
     shop.dispose()
     DatabaseConnection(

@@ -9,9 +9,8 @@ from deploy_helpers import run_flow_script
 from prefect import get_client
 from prefect.blocks.system import Secret
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from sqlalchemy import create_engine
 
-from conftest import FIXTURE_FLOWS_DIR, sftp_connection_to
+from conftest import FIXTURE_FLOWS_DIR, fresh_database, sftp_connection_to
 from fixture_data import load_fixture_data
 
 from toolkit import database
@@ -49,13 +48,7 @@ def prod_blocks(postgres, sshd, tmp_path, monkeypatch, prefect_api_url):
     del prefect_api_url  # the blocks are saved on the session's server
     monkeypatch.setattr(database, "SQL_DIR", FIXTURE_FLOWS_DIR / "sql")
     database_name = "shop"
-    engine = create_engine(postgres.url())
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
-        # An earlier run's engines may still hold pooled connections to it.
-        admin.exec_driver_sql(f"DROP DATABASE IF EXISTS {database_name} WITH (FORCE)")
-        admin.exec_driver_sql(f"CREATE DATABASE {database_name}")
-    engine.dispose()
-    load_fixture_data(create_engine(postgres.url(database=database_name)))
+    load_fixture_data(fresh_database(postgres, database_name))
 
     partner = tmp_path / "partner"
     partner.mkdir()

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import serve, service_unavailable, sftp_connection_to
+from conftest import fresh_database, serve, service_unavailable, sftp_connection_to
 from deploy_helpers import run_command_line
 from fixture_data import CUSTOMERS, load_fixture_data
 from prefect import get_client
 from prefect.blocks.system import Secret
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from test_faults import SLOW_RETRIES, connection_to, deliver_with, run_in_a_flow
 
 import local_prefect
@@ -178,15 +178,7 @@ def nightly_shop(postgres, sshd, prefect_api_url):
     shop with NIGHTLY_ORDERS more orders on the day. Returns the function that points
     its prod SFTP block at a folder of the session's sshd."""
     del prefect_api_url  # the blocks are saved on the session's server
-    admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        # A killed run's connection may outlive it a moment: FORCE ends it.
-        connection.exec_driver_sql(
-            f"DROP DATABASE IF EXISTS {NIGHTLY_DATABASE} WITH (FORCE)"
-        )
-        connection.exec_driver_sql(f"CREATE DATABASE {NIGHTLY_DATABASE}")
-    admin.dispose()
-    shop = create_engine(postgres.url(database=NIGHTLY_DATABASE))
+    shop = fresh_database(postgres, NIGHTLY_DATABASE)
     load_fixture_data(shop)
     with shop.begin() as connection:
         connection.execute(
