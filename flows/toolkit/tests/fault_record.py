@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -166,8 +165,3 @@ class FaultRecord:
 def redacted(leaks: dict[str, list[str]]) -> str:
     """Where secrets leaked, never the secrets themselves."""
     return "; ".join(f"{len(hits)} in {place}" for place, hits in leaks.items())
-
-
-def short_name(nodeid: str) -> str:
-    """`test_x[param]` of a pytest node id."""
-    return re.sub(r"^.*::", "", nodeid)
