@@ -31,7 +31,7 @@ import local_prefect  # noqa: E402
 import services  # noqa: E402
 from fixture_checkout import FIXTURE_FLOW, make_git_checkout  # noqa: E402
 from toolkit import cli  # noqa: E402
-from toolkit.deployer.lifecycle import find_flow_files  # noqa: E402
+from toolkit.deployer.flow_file import find_flow_files  # noqa: E402
 
 BRANCH = "bench-deploy-all"
 

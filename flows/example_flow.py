@@ -7,8 +7,8 @@ enrollment, grade point averages by term, and headcounts by program.
 - `env=dev` (the default) needs no configuration: it reads the SQLite sample database
   and writes to a local folder (`flows/output/dev`, or FLOWS_OUTPUT_DIR), printed at
   the end of the run.
-- `env=prod` reads the database of block `example-database-prod` and delivers to the
-  SFTP server of block `example-sftp-prod`.
+- `env=main` reads the database of block `example-database-main` and delivers to the
+  SFTP server of block `example-sftp-main`.
 
 The four extracts run concurrently: each is one task (query, shape, deliver), all four
 are submitted at once. One flow, four files, about the time of the slowest. The
@@ -171,13 +171,13 @@ def run_extracts(source, sink, extracts: dict[str, tuple[Extract, dict]]) -> lis
     return [state.result() for state in states.values()]
 
 
-# How this flow is deployed. Schedule, production parameters and extra tags apply to
-# the production deployment (branch main) only; the facts go into the description the
+# How this flow is deployed. Schedule, main parameters and extra tags apply to the
+# deployment of branch main only; the facts go into the description the
 # UI shows on the deployment's page.
 DEPLOYMENT = util.DeploymentSettings(
     schedule="0 2 * * *",
     timezone="America/Denver",
-    production_parameters={"env": "prod"},
+    main_parameters={"env": "main"},
     tags=("registrar",),
     source_systems=("Student information system (PostgreSQL)",),
     sink_systems=("Partner SFTP server",),
@@ -186,7 +186,7 @@ DEPLOYMENT = util.DeploymentSettings(
 
 
 @flow
-def example_flow(env: Literal["dev", "prod"] = "dev", term: str = "2024-08") -> dict:
+def example_flow(env: Literal["dev", "main"] = "dev", term: str = "2024-08") -> dict:
     """Nightly extract of the student database to the partner's four CSV files.
 
     If it failed: each file is delivered whole or not at all, so a rerun is safe. A

@@ -17,12 +17,14 @@ FLOWS_DIR = str(Path(__file__).resolve().parent)
 if FLOWS_DIR not in sys.path:
     sys.path.insert(0, FLOWS_DIR)
 
+# Handed on to flow files: `util.run_flow_command_line_interface(...)` and
+# `util.DeploymentSettings(...)`.
 # pylint: disable=wrong-import-position,unused-import
-from toolkit.cli import (  # noqa: E402
+from toolkit.cli import (  # noqa: E402,F401
     run_flow_command_line_interface,
     run_repository_command_line_interface,
 )
-from toolkit.deployer.deployment_settings import DeploymentSettings  # noqa: E402
+from toolkit.deployment_settings import DeploymentSettings  # noqa: E402,F401
 
 if __name__ == "__main__":
     run_repository_command_line_interface()

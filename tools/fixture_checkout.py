@@ -1,6 +1,6 @@
 """flows/ as a team's copy of the template has it, for the toolkit's tests and benchmarks:
 the template's util.py and toolkit, and the toolkit's own fixture flow as the team's
-files. Never the example: that is the team's, and the first thing a copy deletes.
+files. Never the example: that is the team's, and the first thing a team repository deletes.
 """
 
 from __future__ import annotations

@@ -1,56 +1,76 @@
-"""Which database and which sink a flow uses, per environment (`env`: dev or prod).
+"""Which database and which sink a flow uses, per environment (`env`: dev or main).
 
-Connection settings live in Prefect blocks named `<system>-<env>` (for example
-`example-database-prod`, `example-sftp-prod`), passwords and keys in Secret blocks
-they point to; `python3 flows/util.py setup --database SYSTEM --sftp SYSTEM` creates
-them. For `env=dev` a missing block falls back to an embedded default: the database
-the flow names (a sample it makes, for example) and a local folder.
+`main` is the environment of branch main's deployments, the ones that run for real;
+`dev` is every other branch's and a laptop's. Connection settings live in Prefect
+blocks named `<system>-<env>` (for example `example-database-main`,
+`example-sftp-main`), passwords and keys in Secret blocks they point to;
+`python3 flows/util.py setup --database SYSTEM --sftp SYSTEM` creates them. For
+`env=dev` a missing block falls back to an embedded default: the database the flow
+names (a sample it makes, for example) and a local folder.
+
+Releases before v1.3.0 called main `prod`: `env="prod"` still means main, and a main
+block not found by its name is looked up by the `-prod` name those releases gave it.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Optional
 
 from toolkit import delivery
 from toolkit.database import DatabaseConnection
+from toolkit.settings import Settings
 from toolkit.sftp import SftpConnection
 
-ENVIRONMENTS = ("dev", "prod")
+ENVIRONMENTS = ("dev", "main")
+# The names earlier releases used, and what they mean now.
+OLD_ENVIRONMENT_NAMES = {"prod": "main"}
 FLOWS_DIR = Path(__file__).resolve().parents[1]
 # Where `env=dev` writes (and a flow may keep its sample data) unless a block says
 # otherwise.
-OUTPUT_DIR_VARIABLE = "FLOWS_OUTPUT_DIR"
 DEFAULT_OUTPUT_DIR = FLOWS_DIR / "output"
 
 
 class UnknownEnvironment(ValueError):
-    """`env` is neither dev nor prod."""
+    """`env` is neither dev nor main."""
 
 
-def _check(env: str) -> None:
+def environment(env: str) -> str:
+    """`dev` or `main`; `prod`, the old name of main, is main."""
+    env = OLD_ENVIRONMENT_NAMES.get(env, env)
     if env not in ENVIRONMENTS:
         raise UnknownEnvironment(f"env must be one of {ENVIRONMENTS}, not {env!r}")
+    return env
 
 
-def _load_block(block_class, system: str, env: str):
-    """The block `<system>-<env>`, or None where dev may use the embedded default."""
-    name = f"{system}-{env}"
-    try:
-        return block_class.load(name)
-    except ValueError as missing:
-        if env == "dev":
-            return None
-        raise ValueError(
-            f"no {block_class.get_block_type_name()} block named {name!r}: create it "
-            f"with `python3 flows/util.py setup --env {env}` and --database or --sftp"
-        ) from missing
+def _block_names(kind: str, env: str) -> list[str]:
+    """The names a block of `kind` (`<system>-database`) may have in `env`, newest
+    first."""
+    old = [
+        f"{kind}-{name}" for name, new in OLD_ENVIRONMENT_NAMES.items() if new == env
+    ]
+    return [f"{kind}-{env}", *old]
+
+
+def _load_block(block_class, kind: str, env: str):
+    """The block of `kind` in `env`, or None where dev may use the embedded default."""
+    names = _block_names(kind, env)
+    for name in names:
+        try:
+            return block_class.load(name)
+        except ValueError:
+            continue
+    if env == "dev":
+        return None
+    raise ValueError(
+        f"no {block_class.get_block_type_name()} block named {names[0]!r}: create it "
+        f"with `python3 flows/util.py setup --env {env}` and --database or --sftp"
+    )
 
 
 def output_dir(override: str | None = None) -> Path:
     """The local folder of dev output: the argument, FLOWS_OUTPUT_DIR, or flows/output."""
-    chosen = override or os.environ.get(OUTPUT_DIR_VARIABLE) or DEFAULT_OUTPUT_DIR
+    chosen = override or Settings.from_environment().output_dir or DEFAULT_OUTPUT_DIR
     return Path(chosen).expanduser().resolve()
 
 
@@ -64,7 +84,7 @@ def database_for(
     Without a dev block, `dev_default(output_dir())` makes the embedded default (a
     sample database in that folder, say); without one either, the block is required.
     """
-    _check(env)
+    env = environment(env)
     block = _load_block(DatabaseConnection, f"{system}-database", env)
     if block is not None:
         return block
@@ -80,7 +100,7 @@ def database_for(
 
 def sink_for(system: str, env: str, folder: str | None = None) -> delivery.Sink:
     """Where the files of `system` go in `env`: its SFTP server, or a local folder."""
-    _check(env)
+    env = environment(env)
     block = _load_block(SftpConnection, f"{system}-sftp", env)
     if block is not None:
         return delivery.SftpSink(block)

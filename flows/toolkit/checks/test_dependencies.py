@@ -43,7 +43,7 @@ def test_requirements_alone_import_every_flow_module(tmp_path):
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
     modules = runtime_modules()
-    assert "toolkit.deployer.commands" in modules and "util" in modules
+    assert "toolkit.deployer.deploy" in modules and "util" in modules
     importing = run_tool(
         python,
         "-c",

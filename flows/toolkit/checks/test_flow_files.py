@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from prefect import Flow
 
-from toolkit.deployer.deployment_settings import DeploymentSettings
-from toolkit.deployer.lifecycle import find_flow_files
+from toolkit.deployment_settings import DeploymentSettings
+from toolkit.deployer.flow_file import find_flow_files
 
 FLOWS_DIR = Path(__file__).resolve().parents[2]
 

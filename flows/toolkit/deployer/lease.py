@@ -26,20 +26,19 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import AsyncIterator
 from uuid import UUID
 
 import httpx
 from prefect.blocks.core import Block
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.actions import BlockDocumentCreate, BlockDocumentUpdate
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.client.schemas.actions import BlockDocumentCreate
+from prefect.exceptions import ObjectNotFound
 from pydantic.v1 import Field
 
-from toolkit.deployer.errors import UserError
-from toolkit.deployer.settings import SETTINGS, Settings
+from toolkit.errors import UserError
+from toolkit.settings import SETTINGS, Settings
+from toolkit.deployer import prefect_api
 
 # How often a waiter looks at the record, at most.
 POLL_SECONDS = 0.5
@@ -126,8 +125,8 @@ class Lease:
         """Change the record, so that waiters see it alive; LeaseLost when it is gone."""
         self.renewals += 1
         try:
-            await self.client.update_block_document(
-                self.record_id, BlockDocumentUpdate(data={"renewals": self.renewals})
+            await prefect_api.update_block_data(
+                self.client, self.record_id, {"renewals": self.renewals}
             )
         except ObjectNotFound as error:
             self.lost = True
@@ -150,9 +149,8 @@ class Lease:
     async def release(self) -> None:
         """Delete the record; one that cannot be deleted expires by itself."""
         try:
-            await self.client.delete_block_document(self.record_id)
-        except ObjectNotFound:
-            pass  # taken and released by another deploy already
+            # Not found: taken and released by another deploy already.
+            await prefect_api.delete_block_document(self.client, self.record_id)
         except httpx.HTTPError as error:
             print(
                 f"warning: releasing the lease of {self.label} failed ({error}); it "
@@ -195,8 +193,7 @@ async def _acquire(client, name: str, label: str, timing: LeaseTiming) -> Lease:
         busy = await _busy(client, found, label, timing)
         if busy is None:
             # Left by a killed deploy: delete exactly that record, then race again.
-            with contextlib.suppress(ObjectNotFound):
-                await client.delete_block_document(found.id)
+            await prefect_api.delete_block_document(client, found.id)
             continue
         if time.monotonic() >= give_up_at:
             raise busy
@@ -238,8 +235,7 @@ async def _busy(client, record, label: str, timing: LeaseTiming) -> LeaseBusy | 
 async def _ages(client, record) -> tuple[float, float]:
     """(seconds since the record was made, since it was last renewed) by the API's
     clock: the deployers' clocks never count, so one set wrong cannot break a lease."""
-    date = (await client.hello()).headers.get("date")
-    now = parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
+    now = await prefect_api.server_time(client)
     since_made = (now - record.created).total_seconds()
     since_renewed = (now - record.updated).total_seconds()
     return since_made, since_renewed
@@ -247,7 +243,7 @@ async def _ages(client, record) -> tuple[float, float]:
 
 async def _new_record(client, name: str, timing: LeaseTiming) -> BlockDocumentCreate:
     """The record this deploy creates to hold the lease."""
-    block_type, schema = await _registered_lease_type(client)
+    block_type, schema = await prefect_api.registered_block_type(client, DeployLease)
     return BlockDocumentCreate(
         name=name,
         block_type_id=block_type,
@@ -261,24 +257,10 @@ async def _new_record(client, name: str, timing: LeaseTiming) -> BlockDocumentCr
     )
 
 
-async def _registered_lease_type(client) -> tuple[UUID, UUID]:
-    """(block type id, block schema id) of the lease, registered when missing."""
-    try:
-        await DeployLease.register_type_and_schema(client=client)
-    except (ObjectAlreadyExists, httpx.HTTPStatusError):
-        # Another deployer registered it at the same moment: now it is there.
-        await DeployLease.register_type_and_schema(client=client)
-    block_type = await client.read_block_type_by_slug(LEASE_TYPE)
-    schema = await client.get_most_recent_block_schema_for_block_type(block_type.id)
-    return block_type.id, schema.id
-
-
 async def _create(client, record: BlockDocumentCreate):
     """The record, if this call created it; None when one of its name exists."""
     try:
-        return await client.create_block_document(record)
-    except ObjectAlreadyExists:
-        return None
+        return await prefect_api.create_block_document(client, record)
     except httpx.HTTPStatusError as error:
         # Two creates at the same moment can meet the unique index as a server
         # error: only when a record is there did another deploy win.
@@ -289,7 +271,4 @@ async def _create(client, record: BlockDocumentCreate):
 
 async def _read(client, name: str):
     """The lease's record, or None."""
-    try:
-        return await client.read_block_document_by_name(name, LEASE_TYPE)
-    except ObjectNotFound:
-        return None
+    return await prefect_api.read_block_document(client, name, LEASE_TYPE)

@@ -2,7 +2,7 @@
 
 Each webhook URL becomes a notification block and a flow-run notification policy: the
 Prefect server's notification service posts to the block when a flow run tagged
-`main` (a production deployment's) ends Failed, Crashed or TimedOut. Dev runs carry
+`main` (a deployment of main's) ends Failed, Crashed or TimedOut. Dev runs carry
 the tag `dev` only, so they are never notified.
 
 A webhook URL holds its secret in itself, so it is kept in the block's secret fields
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from contextlib import contextmanager
 from typing import Iterator
 from urllib.parse import urlsplit
@@ -27,13 +26,13 @@ from prefect.blocks.notifications import (
     SlackWebhook,
 )
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import FlowRunNotificationPolicyFilter
 
-from toolkit.deployer.errors import UserError
+from toolkit.errors import UserError
+from toolkit.settings import Settings
+from toolkit.deployer import prefect_api
 
-NOTIFY_URLS_VARIABLE = "FLOWS_NOTIFY_URLS"
 NOTIFIED_STATES = ("Failed", "Crashed", "TimedOut")
-NOTIFIED_TAGS = ("main",)  # the production stage's tag; dev runs have `dev` only
+NOTIFIED_TAGS = ("main",)  # the main stage's tag; dev runs have `dev` only
 SLACK_HOSTS = ("hooks.slack.com",)
 # Prefect 2.20's Teams block takes Power Automate "Workflows" URLs only.
 TEAMS_WORKFLOW_HOST_ENDINGS = (".logic.azure.com", ".powerplatform.com")
@@ -42,16 +41,16 @@ TEAMS_CONNECTOR_HOST_ENDINGS = (".webhook.office.com", "outlook.office.com")
 # deployment and no branch. Only runs tagged `main` match, so the stage is known.
 MESSAGE_TEMPLATE = """\
 Prefect flow run {flow_run_state_name}: {flow_name} / {flow_run_name}
-Stage: main (production)
+Stage: main
 Error: {flow_run_state_message}
 Parameters: {flow_run_parameters}
 Flow run: {flow_run_url}"""
 NOT_SHOWN = "not shown: a webhook URL holds its secret"
 
 
-def notify_urls(from_command_line: list[str]) -> list[str]:
+def notify_urls(from_command_line: list[str], settings: Settings) -> list[str]:
     """The webhook URLs of --notify and of FLOWS_NOTIFY_URLS, each once, in order."""
-    from_environment = os.environ.get(NOTIFY_URLS_VARIABLE, "").split()
+    from_environment = settings.notify_urls.split()
     return list(dict.fromkeys([*from_command_line, *from_environment]))
 
 
@@ -133,9 +132,7 @@ async def ensure_policy(client: PrefectClient, block_document_id: UUID) -> str:
     same block (for dev runs, say) is left alone.
     """
     wanted = _policy_fields(block_document_id)
-    policies = await client.read_flow_run_notification_policies(
-        FlowRunNotificationPolicyFilter(is_active=None)
-    )
+    policies = await prefect_api.notification_policies(client)
     ours = [
         policy
         for policy in policies
@@ -143,12 +140,12 @@ async def ensure_policy(client: PrefectClient, block_document_id: UUID) -> str:
         and policy.tags == wanted["tags"]
     ]
     if not ours:
-        await client.create_flow_run_notification_policy(**wanted)
+        await prefect_api.create_notification_policy(client, wanted)
         return "created"
     saved = ours[0]
     if {key: getattr(saved, key) for key in wanted} == wanted:
         return "unchanged"
-    await client.update_flow_run_notification_policy(saved.id, **wanted)
+    await prefect_api.update_notification_policy(client, saved.id, wanted)
     return "updated"
 
 

@@ -1,46 +1,27 @@
-"""Decide everything a deploy will do, before it does any of it."""
+"""Decide everything a deploy will do, before it does any of it: a pure function of
+the settings, the checkout's facts and the flow."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from prefect.utilities.filesystem import filter_files
-
-from toolkit.deployer.repository import Repository, branch_slug, stage_of
-from toolkit.deployer.deployment_settings import NO_SETTINGS, DeploymentSettings
-from toolkit.deployer.errors import UserError
+from toolkit.deployment_settings import NO_SETTINGS, DeploymentSettings
+from toolkit.settings import Settings
+from toolkit.deployer.deployed_files import list_deployable_files, read_ignore_patterns
 from toolkit.deployer.kubernetes import POOL_TYPE as KUBERNETES_POOL_TYPE
-from toolkit.deployer.settings import Settings
-
-IGNORE_FILE_NAME = ".prefectignore"
-# Written to the top of the repository when it has no .prefectignore of its own: what
-# a flow run never needs, and what must never leave the laptop.
-DEFAULT_IGNORE_PATTERNS = (
-    "# What is never copied from flows/ into flow storage (gitignore syntax,",
-    "# relative to flows/).",
-    "__pycache__/",
-    "*.py[cod]",
-    ".pytest_cache/",
-    "tests/",
-    "output/",
-    ".env",
-    "*.secret",
+from toolkit.deployer.naming import (
+    MAIN_STAGE,
+    Repository,
+    deployment_name_prefix,
+    docker_registry,
+    image_tag,
+    pointer_block_name,
+    relative_storage_path,
+    short_repository_name,
+    stage_of,
 )
-# What of the toolkit a run never needs, left out whatever .prefectignore says: its
-# tests and checks, its documents, and the release's record and ownership list.
-TOOLKIT_NEVER_DEPLOYED = (
-    "toolkit/tests/",
-    "toolkit/checks/",
-    "toolkit/*.md",
-    "toolkit/*.txt",
-    "toolkit/*.json",
-)
-_DOCKER_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_GITHUB_OWNER = re.compile(r"github\.com[/:]([^/]+)/")
 
 
 @dataclass(frozen=True)
@@ -71,103 +52,13 @@ class DeploymentPlan:  # pylint: disable=too-many-instance-attributes
     left_out: list[str]
 
     @property
-    def is_production(self) -> bool:
-        """Whether this is the production deployment (branch main)."""
-        return self.stage == "main"
+    def is_main(self) -> bool:
+        """Whether this is a deployment of main, the stage that runs for real."""
+        return self.stage == MAIN_STAGE
 
     def to_json(self) -> str:
         """The plan as one JSON object, as `deploy --dry-run` prints it."""
         return json.dumps(asdict(self), indent=2)
-
-
-def read_ignore_patterns(top_level: Path) -> list[str]:
-    """The patterns of the repository's .prefectignore (or the default ones), and the
-    toolkit's files a run never needs."""
-    ignore_file = top_level / IGNORE_FILE_NAME
-    if ignore_file.is_file():
-        lines = ignore_file.read_text(encoding="utf-8").splitlines()
-    else:
-        lines = list(DEFAULT_IGNORE_PATTERNS)
-    patterns = [line for line in lines if line.strip() and not line.startswith("#")]
-    return patterns + list(TOOLKIT_NEVER_DEPLOYED)
-
-
-def write_default_ignore_file(top_level: Path) -> None:
-    """Create .prefectignore with the default patterns when the repository has none."""
-    ignore_file = top_level / IGNORE_FILE_NAME
-    if not ignore_file.exists():
-        ignore_file.write_text("\n".join(DEFAULT_IGNORE_PATTERNS) + "\n", "utf-8")
-
-
-def list_deployable_files(flows_dir: Path, ignore_patterns: list[str]) -> list[str]:
-    """The files of flows/ that go into storage, relative to flows/, sorted."""
-    included = filter_files(str(flows_dir), ignore_patterns, include_dirs=False)
-    return sorted(Path(path).as_posix() for path in included)
-
-
-def short_repository_name(repository_name: str, marker: str) -> str:
-    """`{org}-{team}-flows-{name}` gives `{name}`; any other name is kept whole."""
-    _, found, short = repository_name.partition(marker)
-    return short if found and short else repository_name
-
-
-def relative_storage_path(repository_name: str, stage: str, slug: str) -> str:
-    """Where below the storage root a branch's copy of flows/ lives."""
-    if stage == "main":
-        return f"main/{repository_name}"
-    return f"{dev_branches_path(repository_name)}/{slug}"
-
-
-def dev_branches_path(repository_name: str) -> str:
-    """Where below the storage root the dev branches' folders live, one per slug."""
-    return f"dev/{repository_name}"
-
-
-NAME_SEPARATOR = " | "
-
-
-def deployment_name_prefix(short_name: str, slug: str) -> str:
-    """What every deployment name of one branch of one repository starts with."""
-    return f"{short_name}{NAME_SEPARATOR}{slug}{NAME_SEPARATOR}"
-
-
-def branch_prefix_of(deployment_name: str) -> str:
-    """`{short} | {slug} | ` of a deployment name `{short} | {slug} | {module}`."""
-    return deployment_name.rsplit(NAME_SEPARATOR, 1)[0] + NAME_SEPARATOR
-
-
-def branch_slug_of(deployment_name: str) -> str:
-    """`{slug}` of a deployment name `{short} | {slug} | {module}`."""
-    return deployment_name.split(NAME_SEPARATOR)[1]
-
-
-def docker_registry(settings: Settings, repository: Repository) -> str:
-    """The registry setting, else GitHub's container registry of origin's owner."""
-    if settings.docker_registry:
-        return settings.docker_registry.rstrip("/")
-    match = _GITHUB_OWNER.search(repository.origin_url or "")
-    return f"ghcr.io/{match.group(1).lower()}" if match else "localhost:5000"
-
-
-def image_tag(docker_label: str | None, stage: str) -> str:
-    """The image tag to run on: `main` unless a dev deploy names another one."""
-    if docker_label is None:
-        return "main"
-    if stage == "main":
-        raise UserError(
-            "--docker-label is refused on main: production only runs the main image"
-        )
-    tag = branch_slug(docker_label)
-    if not _DOCKER_TAG.match(tag):
-        raise UserError(f"--docker-label {docker_label!r} is not a usable image tag")
-    return tag
-
-
-def pointer_block_name(relative_storage: str) -> str:
-    """A Prefect block name (lowercase, digits, dashes) unique to one storage path."""
-    readable = re.sub(r"[^a-z0-9]+", "-", relative_storage.lower()).strip("-")
-    digest = hashlib.sha256(relative_storage.encode()).hexdigest()[:8]
-    return f"flows-{readable[:80]}-{digest}"
 
 
 def _main_only(settings: DeploymentSettings) -> list[str]:
@@ -175,15 +66,15 @@ def _main_only(settings: DeploymentSettings) -> list[str]:
     left_out = []
     if settings.schedule:
         left_out.append(f"schedule {settings.schedule} ({settings.timezone})")
-    if settings.production_parameters:
-        left_out.append(f"production parameters {settings.production_parameters}")
+    if settings.main_parameters:
+        left_out.append(f"main parameters {settings.main_parameters}")
     if settings.tags:
         left_out.append(f"tags {list(settings.tags)}")
     return left_out
 
 
 def _schedule(settings: DeploymentSettings) -> dict | None:
-    """The production schedule the flow declares, if any."""
+    """The schedule the flow declares for main, if any."""
     if not settings.schedule:
         return None
     return {"cron": settings.schedule, "timezone": settings.timezone}
@@ -206,12 +97,12 @@ def build_plan(  # pylint: disable=too-many-arguments
     deployment_settings: DeploymentSettings = NO_SETTINGS,
 ) -> DeploymentPlan:
     """Everything a deploy of this flow from this checkout will do."""
-    stage = stage_of(repository.branch, settings)
+    stage = stage_of(repository.branch, settings.main_branch)
     slug = repository.branch_slug
     relative_storage = relative_storage_path(repository.name, stage, slug)
     short_name = short_repository_name(repository.name, settings.repo_name_marker)
-    registry = docker_registry(settings, repository)
-    production = stage == "main"
+    registry = docker_registry(settings.docker_registry, repository.origin_url)
+    on_main = stage == MAIN_STAGE
     return DeploymentPlan(
         name=f"{deployment_name_prefix(short_name, slug)}{flow_path.stem}",
         flow=flow.name,
@@ -221,7 +112,7 @@ def build_plan(  # pylint: disable=too-many-arguments
         branch_slug=slug,
         commit=repository.commit,
         stage=stage,
-        tags=[stage, *(deployment_settings.tags if production else ())],
+        tags=[stage, *(deployment_settings.tags if on_main else ())],
         work_pool=settings.work_pool,
         work_pool_type=settings.work_pool_type,
         work_queue=stage,
@@ -234,9 +125,7 @@ def build_plan(  # pylint: disable=too-many-arguments
             flow_path.parent, read_ignore_patterns(repository.top_level)
         ),
         description=deployment_settings.describe(flow.description),
-        schedule=_schedule(deployment_settings) if production else None,
-        parameters=(
-            dict(deployment_settings.production_parameters) if production else {}
-        ),
-        left_out=[] if production else _main_only(deployment_settings),
+        schedule=_schedule(deployment_settings) if on_main else None,
+        parameters=(dict(deployment_settings.main_parameters) if on_main else {}),
+        left_out=[] if on_main else _main_only(deployment_settings),
     )

@@ -1,16 +1,29 @@
-"""The calls a deploy makes to the Prefect API, each one step."""
+"""Every call the deploy machinery makes to the Prefect API, each one step.
+
+The other modules decide; this one asks the API. A client call anywhere else is a
+second truth about how the API is used (what "not found" means, what is retried).
+"""
 
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from uuid import UUID
 
+import httpx
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
+from prefect.client.schemas.actions import (
+    BlockDocumentCreate,
+    BlockDocumentUpdate,
+    DeploymentScheduleCreate,
+    WorkPoolCreate,
+)
 from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterName,
     DeploymentFilterTags,
+    FlowRunNotificationPolicyFilter,
 )
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -18,9 +31,14 @@ from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from prefect.utilities.callables import parameter_schema
 from prefect.workers.base import BaseWorker
 
+from toolkit.errors import UserError, one_line
 from toolkit.deployer import kubernetes
 from toolkit.deployer.plan import DeploymentPlan
-from toolkit.deployer.errors import UserError, one_line
+
+
+def connect() -> PrefectClient:
+    """A client of the configured API, to use as `async with prefect_api.connect()`."""
+    return get_client()
 
 
 def require_api_url() -> str:
@@ -229,13 +247,13 @@ async def register_deployment(  # pylint: disable=too-many-arguments
     )
 
 
-async def delete_deployment(plan: DeploymentPlan, branch_prefix: str):
-    """Delete the plan's deployment; (whether it existed, names left on its branch)."""
-    async with get_client() as client:
-        existing = await read_deployment(client, plan)
-        if existing is not None:
-            await client.delete_deployment(existing.id)
-        return existing is not None, await names_starting_with(client, branch_prefix)
+async def delete_deployment(client: PrefectClient, deployment_id: UUID) -> bool:
+    """Delete a deployment by id; whether it was there."""
+    try:
+        await client.delete_deployment(deployment_id)
+    except ObjectNotFound:
+        return False
+    return True
 
 
 async def names_starting_with(client: PrefectClient, prefix: str, tags=None) -> list:
@@ -250,25 +268,90 @@ async def names_starting_with(client: PrefectClient, prefix: str, tags=None) -> 
     return [d for d in deployments if d.name.startswith(prefix)]
 
 
+async def read_block_document(
+    client: PrefectClient, name: str, type_slug: str, include_secrets: bool = True
+):
+    """The saved block `type_slug/name`, or None."""
+    try:
+        return await client.read_block_document_by_name(
+            name, type_slug, include_secrets=include_secrets
+        )
+    except ObjectNotFound:
+        return None
+
+
 async def block_exists(client: PrefectClient, name: str, type_slug: str) -> bool:
     """Whether the workspace has the block `type_slug/name`."""
-    try:
-        await client.read_block_document_by_name(name, type_slug, include_secrets=False)
-    except ObjectNotFound:
-        return False
-    return True
+    found = await read_block_document(client, name, type_slug, include_secrets=False)
+    return found is not None
 
 
 async def delete_block(name: str, type_slug: str) -> None:
     """Delete the block `type_slug/name` if it exists."""
     async with get_client() as client:
-        try:
-            block = await client.read_block_document_by_name(
-                name, type_slug, include_secrets=False
-            )
-        except ObjectNotFound:
-            return
-        await client.delete_block_document(block.id)
+        found = await read_block_document(client, name, type_slug, False)
+        if found is not None:
+            await delete_block_document(client, found.id)
+
+
+async def delete_block_document(client: PrefectClient, document_id: UUID) -> bool:
+    """Delete a block document by id; whether it was there."""
+    try:
+        await client.delete_block_document(document_id)
+    except ObjectNotFound:
+        return False
+    return True
+
+
+async def create_block_document(client: PrefectClient, document: BlockDocumentCreate):
+    """The document, if this call created it; None when one of its name exists."""
+    try:
+        return await client.create_block_document(document)
+    except ObjectAlreadyExists:
+        return None
+
+
+async def update_block_data(client: PrefectClient, document_id: UUID, data: dict):
+    """Replace the fields `data` names in a block document; ObjectNotFound when it is
+    gone."""
+    await client.update_block_document(document_id, BlockDocumentUpdate(data=data))
+
+
+async def registered_block_type(client: PrefectClient, block_class) -> tuple:
+    """(block type id, newest schema id) of `block_class`, registered when missing."""
+    try:
+        await block_class.register_type_and_schema(client=client)
+    except (ObjectAlreadyExists, httpx.HTTPStatusError):
+        # Another deployer registered it at the same moment: now it is there.
+        await block_class.register_type_and_schema(client=client)
+    block_type = await client.read_block_type_by_slug(block_class.get_block_type_slug())
+    schema = await client.get_most_recent_block_schema_for_block_type(block_type.id)
+    return block_type.id, schema.id
+
+
+async def server_time(client: PrefectClient) -> datetime:
+    """The API's clock (its Date header), else this machine's."""
+    date = (await client.hello()).headers.get("date")
+    return parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
+
+
+async def notification_policies(client: PrefectClient) -> list:
+    """Every flow-run notification policy, active or not."""
+    return await client.read_flow_run_notification_policies(
+        FlowRunNotificationPolicyFilter(is_active=None)
+    )
+
+
+async def create_notification_policy(client: PrefectClient, fields: dict) -> None:
+    """A new flow-run notification policy with `fields`."""
+    await client.create_flow_run_notification_policy(**fields)
+
+
+async def update_notification_policy(
+    client: PrefectClient, policy_id: UUID, fields: dict
+) -> None:
+    """Change a flow-run notification policy to `fields`."""
+    await client.update_flow_run_notification_policy(policy_id, **fields)
 
 
 def deployment_ui_url(deployment_id: UUID) -> str | None:

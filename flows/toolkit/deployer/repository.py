@@ -1,87 +1,16 @@
-"""What git says about the checkout a deploy starts from, and the production guard."""
+"""What git says about the checkout a deploy starts from, and the guard of main."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from toolkit.deployer.errors import UserError
-from toolkit.deployer.settings import Settings
-
-GIT_TIMEOUT_SECONDS = 60
-# Prefect refuses these in a deployment name; Docker tags and folder names are stricter
-# still, so a branch is reduced to the characters all three accept.
-_UNSAFE_BRANCH_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]+")
-_DOCKER_TAG_MAX_LENGTH = 128
-
-
-@dataclass(frozen=True)
-class Repository:
-    """The facts of one checkout that decide how its flows are deployed."""
-
-    top_level: Path
-    name: str
-    branch: str
-    commit: str
-    origin_url: str | None
-
-    @property
-    def branch_slug(self) -> str:
-        """The branch as it appears in deployment names, storage paths and image tags."""
-        return branch_slug(self.branch)
-
-
-def run_git(arguments: list[str], cwd: Path, check: bool = True) -> str:
-    """Run git and return its stripped stdout; a failure is a UserError."""
-    try:
-        completed = subprocess.run(
-            ["git", *arguments],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=GIT_TIMEOUT_SECONDS,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
-            check=False,
-        )
-    except FileNotFoundError as error:
-        raise UserError("git is not installed or not on PATH") from error
-    except subprocess.TimeoutExpired as error:
-        raise UserError(
-            f"`git {' '.join(arguments)}` took more than {GIT_TIMEOUT_SECONDS} s"
-        ) from error
-    if check and completed.returncode != 0:
-        first_line = (completed.stderr.strip().splitlines() or ["failed"])[0]
-        raise UserError(f"`git {' '.join(arguments)}`: {first_line}")
-    return completed.stdout.strip() if completed.returncode == 0 else ""
-
-
-def branch_slug(branch: str) -> str:
-    """A readable, collision-free form of a branch name.
-
-    A name made only of letters, digits, `_`, `.` and `-` is kept as it is; any other
-    name has its runs of other characters replaced by `-` and gains a short hash of the
-    original, so `feature/x-1` and `feature-x-1` never share a deployment or a copy.
-    """
-    slug = _UNSAFE_BRANCH_CHARACTERS.sub("-", branch).strip("-.")
-    if slug == branch and len(branch) <= _DOCKER_TAG_MAX_LENGTH:
-        return branch
-    digest = hashlib.sha256(branch.encode()).hexdigest()[:8]
-    return f"{slug[: _DOCKER_TAG_MAX_LENGTH - 9]}-{digest}".lstrip("-")
-
-
-def stage_of(branch: str, settings: Settings) -> str:
-    """`main` for the production branch, `dev` for any other."""
-    return "main" if branch == settings.main_branch else "dev"
-
-
-def docker_label(branch: str, settings: Settings) -> str:
-    """The tag of the image built from `branch`: `main`, or the branch's slug."""
-    return "main" if stage_of(branch, settings) == "main" else branch_slug(branch)
+from toolkit.errors import UserError
+from toolkit.git import git_text, git_text_or_empty
+from toolkit.settings import Settings
+from toolkit.deployer.naming import Repository
 
 
 def _repository_name(
@@ -104,7 +33,7 @@ def _current_branch(cwd: Path, environ: Mapping) -> str:
         for variable in ("GITHUB_HEAD_REF", "GITHUB_REF_NAME"):
             if environ.get(variable):
                 return environ[variable]
-    branch = run_git(["symbolic-ref", "--short", "-q", "HEAD"], cwd, check=False)
+    branch = git_text_or_empty(cwd, "symbolic-ref", "--short", "-q", "HEAD")
     if not branch:
         raise UserError(
             "HEAD is detached: check out a branch (git switch <branch>) to deploy"
@@ -117,17 +46,17 @@ def read_repository(
 ) -> Repository:
     """Read the repository that holds `path`."""
     environ = os.environ if environ is None else environ
-    inside = run_git(["rev-parse", "--is-inside-work-tree"], path, check=False)
+    inside = git_text_or_empty(path, "rev-parse", "--is-inside-work-tree")
     if inside != "true":
         raise UserError(
             f"{path} is not inside a git repository: the branch decides how a flow "
             "is deployed (git init, or clone the repository)"
         )
-    top_level = Path(run_git(["rev-parse", "--show-toplevel"], path))
-    commit = run_git(["rev-parse", "--verify", "-q", "HEAD"], path, check=False)
+    top_level = Path(git_text(path, "rev-parse", "--show-toplevel"))
+    commit = git_text_or_empty(path, "rev-parse", "--verify", "-q", "HEAD")
     if not commit:
         raise UserError("the repository has no commit yet: commit your flows first")
-    origin_url = run_git(["remote", "get-url", "origin"], path, check=False) or None
+    origin_url = git_text_or_empty(path, "remote", "get-url", "origin") or None
     return Repository(
         top_level=top_level,
         name=_repository_name(top_level, origin_url, settings, environ),
@@ -137,10 +66,11 @@ def read_repository(
     )
 
 
-def guard_production(repository: Repository) -> None:
-    """Refuse to deploy production from anything but a clean copy of origin's main."""
+def guard_main(repository: Repository) -> None:
+    """Refuse to deploy main from anything but a clean copy of origin's main: what
+    runs for real is what was reviewed and pushed."""
     where = repository.top_level
-    changed = run_git(["status", "--porcelain", "--untracked-files=no"], where)
+    changed = git_text(where, "status", "--porcelain", "--untracked-files=no")
     if changed:
         paths = ", ".join(line[3:] for line in changed.splitlines()[:3])
         raise UserError(
@@ -152,8 +82,8 @@ def guard_production(repository: Repository) -> None:
             f"refusing to deploy {repository.branch}: there is no remote named origin, "
             "so nothing proves this commit was reviewed and pushed"
         )
-    remote_line = run_git(
-        ["ls-remote", "--heads", "origin", f"refs/heads/{repository.branch}"], where
+    remote_line = git_text(
+        where, "ls-remote", "--heads", "origin", f"refs/heads/{repository.branch}"
     )
     remote_commit = remote_line.split()[0] if remote_line else ""
     if remote_commit != repository.commit:

@@ -11,10 +11,10 @@ import re
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import ParameterTypeError, SignatureMismatchError
 
+from toolkit.errors import one_line
+from toolkit.settings import S3_SCHEME
 from toolkit.deployer import kubernetes
-from toolkit.deployer.errors import one_line
 from toolkit.deployer.plan import DeploymentPlan
-from toolkit.deployer.settings import S3_SCHEME
 
 # Prefect's server refuses these in flow and deployment names (an HTTP 500).
 BANNED_NAME_CHARACTERS = "/%&><"
@@ -60,7 +60,7 @@ def _parameter_problems(plan: DeploymentPlan, flow) -> list[str]:
     unknown = [name for name in plan.parameters if name not in known]
     if unknown:
         return [
-            f"production parameter {name!r} is not a parameter of {flow.name} "
+            f"main parameter {name!r} is not a parameter of {flow.name} "
             f"(it has {', '.join(known) or 'none'})"
             for name in unknown
         ]
@@ -68,7 +68,7 @@ def _parameter_problems(plan: DeploymentPlan, flow) -> list[str]:
         flow.validate_parameters(dict(plan.parameters))
     except (ParameterTypeError, SignatureMismatchError) as error:
         detail = one_line(error)
-        return [f"production parameters do not fit {flow.name}: {detail}"]
+        return [f"main parameters do not fit {flow.name}: {detail}"]
     return []
 
 

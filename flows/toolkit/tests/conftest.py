@@ -39,9 +39,9 @@ import pytest
 import fault_record
 import local_prefect
 import services
-from fixture_checkout import FIXTURE_FLOWS_DIR, REPOSITORY_DIR, lay_out_flows
+from fixture_checkout import FIXTURE_FLOWS_DIR, lay_out_flows
 from services import free_port
-from toolkit.deployer.plan import write_default_ignore_file
+from toolkit.deployer.deployed_files import write_default_ignore_file
 
 # The fixture flow's modules import as the team's do in a copy (flows/ is on the path).
 sys.path.append(str(FIXTURE_FLOWS_DIR))
@@ -164,7 +164,7 @@ def s3_bucket(s3_server, prefect_api_url, tmp_path, monkeypatch):
     so the deployer and the workers can only use the block.
     """
     # pylint: disable-next=import-outside-toplevel
-    from toolkit.deployer.s3_storage import S3Credentials
+    from toolkit.deployer.storage.s3 import S3Credentials
 
     del prefect_api_url  # the block is saved on the session's server
     suffix = tmp_path.name[-20:].lower().replace("_", "-")

@@ -49,7 +49,7 @@ def main() -> None:
     sys.path.insert(0, str(arguments.flows_dir))
     # pylint: disable=import-outside-toplevel,unused-import
     import util
-    from toolkit.deployer import commands  # noqa: F401  paid for before the start
+    from toolkit.deployer import deploy  # noqa: F401  paid for before the start
 
     # What the flow file imports (pandas, the toolkit's sources and sinks), paid for
     # too: the deploy loads the file afresh, from the modules imported here.

@@ -2,7 +2,7 @@
 
     python3 die_after.py MODULE:ATTRIBUTE [--before] SCRIPT [ARGS...]
 
-for example `toolkit.deployer.storage:FlowStorage.write_copy flows/fixture_flow.py
+for example `toolkit.deployer.storage.base:FlowStorage.write_copy flows/fixture_flow.py
 deploy`. The step runs whole (with --before: not at all), then the process ends with
 os._exit(DIED), as a deploy killed at that moment does: no except, finally or atexit
 of the command runs, and nothing is flushed but what the command printed. The fault

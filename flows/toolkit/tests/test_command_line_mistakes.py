@@ -93,7 +93,7 @@ MISTAKES = {
         no_change,
         ["run", "--param", "env=staging"],
         {},
-        "Input should be 'dev' or 'prod'",
+        "Input should be 'dev' or 'main'",
     ),
     "unknown param": (no_change, ["run", "--param", "colour=red"], {}, "colour"),
 }
@@ -178,7 +178,7 @@ def test_real_command_line_prints_no_traceback(checkout):
     completed = run_flow_script(checkout, "deploy", "--docker-label", "x")
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
-        "error: --docker-label is refused on main: production only runs the main image"
+        "error: --docker-label is refused on main: main only runs the main image"
     ]
 
 

@@ -15,46 +15,60 @@ from deploy_helpers import (
     stored_files,
 )
 
-from toolkit.deployer.repository import branch_slug, read_repository
+from toolkit.deployer.naming import branch_slug
+from toolkit.deployer.repository import read_repository
 from toolkit.deployer.storage import MANIFEST_NAME, VERIFY_STEP
-from toolkit.deployer.settings import Settings
+from toolkit.settings import Settings
 
 EXPECTED_FILES = [
-    "toolkit/deployer/__init__.py",
-    "toolkit/deployer/commands.py",
-    "toolkit/deployer/plan.py",
-    "toolkit/deployer/prefect_api.py",
-    "toolkit/deployer/repository.py",
-    "toolkit/deployer/storage.py",
+    "toolkit/cli/__init__.py",
+    "toolkit/database.py",
+    "toolkit/delivery.py",
+    "toolkit/errors.py",
+    "toolkit/settings.py",
     "fixture_flow.py",
     "util.py",
 ]
+# What of the toolkit a run never loads: the deploy and release machinery, the
+# documents, tests and checks.
+TOOLKIT_LEFT_OUT = ("deployer", "template", "docs", "tests", "checks")
 
 
 def expected_files(checkout: Path) -> list[str]:
     """flows/ of the checkout minus what .prefectignore excludes (tests, caches) and
-    what of the toolkit a run never needs (checks, documents, release record)."""
+    what of the toolkit a run never needs (the deployer, the template machinery,
+    checks, documents, the release record)."""
     flows = checkout / "flows"
     return sorted(
         path.relative_to(flows).as_posix()
         for path in flows.rglob("*")
         if path.is_file()
-        and not {"tests", "checks"} & set(path.relative_to(flows).parts)
+        and "tests" not in path.relative_to(flows).parts
+        and not _left_out_of_the_toolkit(path.relative_to(flows))
         and "__pycache__" not in path.parts
         and path.suffix != ".pyc"
-        and not (
-            path.parent == flows / "toolkit" and path.suffix in (".md", ".txt", ".json")
-        )
     )
 
 
+def _left_out_of_the_toolkit(relative: Path) -> bool:
+    if relative.parts[0] != "toolkit":
+        return False
+    if len(relative.parts) == 2:
+        return relative.suffix in (".md", ".txt", ".json")
+    return relative.parts[1] in TOOLKIT_LEFT_OUT
+
+
 def test_expected_files_are_the_template_files(checkout):
-    """The helper above sees the template's own files (no test of an empty list)."""
-    assert set(EXPECTED_FILES) <= set(expected_files(checkout))
+    """The helper above sees the template's own files (no test of an empty list),
+    and none of the deploy or release machinery."""
+    expected = set(expected_files(checkout))
+    assert set(EXPECTED_FILES) <= expected
+    assert not [name for name in expected if name.startswith("toolkit/deployer/")]
+    assert (checkout / "flows" / "toolkit" / "deployer" / "deploy.py").is_file()
 
 
 @pytest.mark.usefixtures("prefect_api_url")
-def test_deploy_from_main_registers_production(checkout, capsys):
+def test_deploy_from_main_registers_main(checkout, capsys):
     """On main: tag and queue main, the main image, storage under main/{repo}."""
     code, out, err = run_command_line(checkout, "deploy", capsys=capsys)
     assert (code, err) == (0, ""), err
@@ -76,7 +90,7 @@ def test_deploy_from_main_registers_production(checkout, capsys):
     assert read_block_basepath(block_name) == str(copy)
     assert stored_files(storage) == expected_files(checkout)
     assert "tests/test_deploy.py" not in stored_files(storage)
-    assert "demo | main | fixture_flow" in out and "production" in out
+    assert "demo | main | fixture_flow" in out and " as main," in out
 
 
 @pytest.mark.usefixtures("prefect_api_url")

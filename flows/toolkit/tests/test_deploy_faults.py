@@ -37,15 +37,15 @@ from test_repository_commands import add_second_flow, run_repository_command
 
 import local_prefect
 from toolkit.deployer import prefect_api
-from toolkit.deployer.plan import (
+from toolkit.deployer.naming import (
     deployment_name_prefix,
     dev_branches_path,
     pointer_block_name,
     relative_storage_path,
     short_repository_name,
 )
-from toolkit.deployer.repository import branch_slug
-from toolkit.deployer.settings import SETTINGS, Settings
+from toolkit.deployer.naming import branch_slug
+from toolkit.settings import SETTINGS, Settings
 from toolkit.deployer.storage import MANIFEST_NAME, storage_for
 
 pytestmark = pytest.mark.faults
@@ -57,9 +57,9 @@ BRANCH = "feature/faulty"
 DEAD_LEASE_SECONDS = 3
 # The steps of a deploy a death lands after: storage.py's and prefect_api.py's own.
 DEPLOY_STEPS = {
-    "upload": "toolkit.deployer.storage:FlowStorage.write_copy",
+    "upload": "toolkit.deployer.storage.base:FlowStorage.write_copy",
     "registration": "toolkit.deployer.prefect_api:register_deployment",
-    "switch": "toolkit.deployer.storage:FlowStorage.point",
+    "switch": "toolkit.deployer.storage.base:FlowStorage.point",
 }
 # What a deploy that died after each step leaves: whose code (the old commit's or
 # the new one's) the branch's block points at, and whose the registered deployment
@@ -395,8 +395,11 @@ DELETE_STEPS = {
     "one-deployment-deleted": [
         "prefect.client.orchestration:PrefectClient.delete_deployment"
     ],
-    "deployments-deleted": ["toolkit.deployer.storage:FlowStorage.remove", "--before"],
-    "copies-removed": ["toolkit.deployer.storage:FlowStorage._remove"],
+    "deployments-deleted": [
+        "toolkit.deployer.storage.base:FlowStorage.remove",
+        "--before",
+    ],
+    "copies-removed": ["toolkit.deployer.storage.base:FlowStorage._remove"],
     "block-deleted": ["toolkit.deployer.prefect_api:delete_block"],
 }
 
@@ -529,7 +532,7 @@ def test_prune_finds_the_storage_of_a_half_deleted_branch(
 # refers to it). What the next setup then reports, item by item.
 SETUP_STEPS = {
     "work-pool": "prefect.client.orchestration:PrefectClient.create_work_pool",
-    "password-block": "toolkit.deployer.workspace:save_if_changed",
+    "password-block": "toolkit.deployer.setup:save_if_changed",
 }
 SETUP_REPAIRS = {
     "work-pool": ["unchanged"] * 2 + ["created"] * 4,
@@ -571,8 +574,8 @@ def test_a_setup_that_dies_halfway_is_finished_by_the_next(
     ], out
     assert workspace_of(system) == {
         "queues": ["default", "dev", "main"],
-        "blocks": [f"{system}-database-prod", f"{system}-database-prod-password"],
-        "password of the connection": f"{system}-database-prod-password",
+        "blocks": [f"{system}-database-main", f"{system}-database-main-password"],
+        "password of the connection": f"{system}-database-main-password",
     }
 
 
@@ -586,7 +589,7 @@ def workspace_of(system: str) -> dict:
             queues = await client.read_work_queues(work_pool_name=pool)
             documents = await client.read_block_documents(include_secrets=False)
             connection = await client.read_block_document_by_name(
-                f"{system}-database-prod",
+                f"{system}-database-main",
                 "flows-database-connection",
                 include_secrets=False,
             )

@@ -25,8 +25,8 @@ from prefect.exceptions import ObjectNotFound
 from test_repository_commands import run_repository_command
 
 from toolkit.deployer import lease
-from toolkit.deployer.plan import pointer_block_name, relative_storage_path
-from toolkit.deployer.repository import branch_slug
+from toolkit.deployer.naming import pointer_block_name, relative_storage_path
+from toolkit.deployer.naming import branch_slug
 from toolkit.deployer.storage import MANIFEST_NAME
 
 LAUNCHER = Path(__file__).with_name("deploy_on_signal.py")

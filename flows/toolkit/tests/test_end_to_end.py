@@ -6,7 +6,7 @@ from conftest import git
 from deploy_helpers import run_flow_script
 
 import local_prefect
-from toolkit.deployer.repository import branch_slug
+from toolkit.deployer.naming import branch_slug
 
 
 def test_worker_runs_the_deployed_copy_to_completion(

@@ -422,7 +422,7 @@ def test_libpq_messages_without_sqlstate_are_classified(message, transient):
 def fixture_blocks_on_restartable_postgres(
     restartable_postgres, sshd, tmp_path, monkeypatch, prefect_api_url
 ):
-    """The fixture flow's prod blocks, its database on the server this module
+    """The fixture flow's main blocks, its database on the server this module
     restarts; the partner's folder is returned."""
     del prefect_api_url  # the blocks are saved on the session's server
     monkeypatch.setattr(database, "SQL_DIR", FIXTURE_FLOWS_DIR / "sql")
@@ -433,9 +433,9 @@ def fixture_blocks_on_restartable_postgres(
     DatabaseConnection(
         url=server.url(password=False, database="shop"),
         password=Secret(value=server.password),
-    ).save("fixture-database-prod", overwrite=True)
+    ).save("fixture-database-main", overwrite=True)
     partner = tmp_path / "partner" / "nightly"
-    sftp_connection_to(sshd, str(partner)).save("fixture-sftp-prod", overwrite=True)
+    sftp_connection_to(sshd, str(partner)).save("fixture-sftp-main", overwrite=True)
     return partner
 
 
@@ -455,7 +455,7 @@ def test_fixture_flow_outlives_a_database_restart(  # pylint: disable=too-many-l
     monkeypatch,
     fault,
 ):
-    """The template's fixture flow, prod, against PostgreSQL and sshd: the database is
+    """The template's fixture flow, main, against PostgreSQL and sshd: the database is
     down when its tasks first connect (refused) and back 2 s later. The tasks retry,
     the run completes, and its files are a dev run's, byte for byte."""
     # pylint: disable-next=import-outside-toplevel
@@ -466,7 +466,7 @@ def test_fixture_flow_outlives_a_database_restart(  # pylint: disable=too-many-l
     monkeypatch.setenv("FLOWS_OUTPUT_DIR", str(tmp_path / "dev-output"))
     dev_rows = fixture_flow(env="dev")
     started = time.monotonic()
-    assert fixture_flow(env="prod", return_state=True).is_completed()
+    assert fixture_flow(env="main", return_state=True).is_completed()
     calm_seconds = time.monotonic() - started
 
     restartable_postgres.stop()
@@ -474,7 +474,7 @@ def test_fixture_flow_outlives_a_database_restart(  # pylint: disable=too-many-l
     started = time.monotonic()
     starter.start()
     try:
-        state = fixture_flow(env="prod", return_state=True)
+        state = fixture_flow(env="main", return_state=True)
     finally:
         starter.join()
     fault.cost(time.monotonic() - started - calm_seconds)

@@ -1,4 +1,4 @@
-"""The fixture flow, whole: dev on a fresh checkout, prod against PostgreSQL and sshd."""
+"""The fixture flow, whole: dev on a fresh checkout, main against PostgreSQL and sshd."""
 
 import asyncio
 import json
@@ -40,7 +40,7 @@ def test_dev_run_needs_no_configuration(checkout, monkeypatch):
 
 @pytest.fixture
 def prod_blocks(postgres, sshd, tmp_path, monkeypatch, prefect_api_url):
-    """The prod blocks saved: PostgreSQL with dev's sample data, sshd's folder.
+    """The main blocks saved: PostgreSQL with dev's sample data, sshd's folder.
 
     The partner's folder is returned; the secrets the blocks hold are in
     `postgres.password` and `sshd.client_key`.
@@ -55,9 +55,9 @@ def prod_blocks(postgres, sshd, tmp_path, monkeypatch, prefect_api_url):
     DatabaseConnection(
         url=postgres.url(password=False, database=database_name),
         password=Secret(value=postgres.password),
-    ).save("fixture-database-prod", overwrite=True)
+    ).save("fixture-database-main", overwrite=True)
     sftp_connection_to(sshd, str(partner / "nightly")).save(
-        "fixture-sftp-prod", overwrite=True
+        "fixture-sftp-main", overwrite=True
     )
     return partner / "nightly"
 
@@ -65,7 +65,7 @@ def prod_blocks(postgres, sshd, tmp_path, monkeypatch, prefect_api_url):
 def test_prod_run_reads_postgres_and_delivers_over_sftp(
     prod_blocks, tmp_path, monkeypatch
 ):
-    """With prod blocks saved, the same flow reads PostgreSQL and delivers by SFTP.
+    """With main blocks saved, the same flow reads PostgreSQL and delivers by SFTP.
 
     PostgreSQL holds the same sample data as dev's SQLite, so the files must be the
     same bytes as a dev run's.
@@ -73,7 +73,7 @@ def test_prod_run_reads_postgres_and_delivers_over_sftp(
     # pylint: disable-next=import-outside-toplevel
     from fixture_flow import fixture_flow
 
-    prod_rows = fixture_flow(env="prod")
+    prod_rows = fixture_flow(env="main")
     monkeypatch.setenv("FLOWS_OUTPUT_DIR", str(tmp_path / "dev-output"))
     dev_rows = fixture_flow(env="dev")
 
@@ -93,7 +93,7 @@ async def artifacts_of_run(flow_run_id) -> list:
 
 
 def secret_lines(postgres, sshd) -> list[str]:
-    """Every piece of a secret the prod blocks hold: the password, the key's lines."""
+    """Every piece of a secret the main blocks hold: the password, the key's lines."""
     key_lines = [
         line
         for line in sshd.client_key.splitlines()
@@ -108,11 +108,11 @@ def test_prod_run_records_every_file_as_artifacts(prod_blocks, postgres, sshd):
     # pylint: disable-next=import-outside-toplevel
     from fixture_flow import fixture_flow
 
-    state = fixture_flow(env="prod", return_state=True)
+    state = fixture_flow(env="main", return_state=True)
     assert state.is_completed()
     artifacts = asyncio.run(artifacts_of_run(state.state_details.flow_run_id))
 
-    [summary] = [a for a in artifacts if a.key == "fixture-deliveries-prod"]
+    [summary] = [a for a in artifacts if a.key == "fixture-deliveries-main"]
     rows = sorted(json.loads(summary.data), key=lambda row: row["file"])
     assert [row["file"] for row in rows] == DELIVERED
     for row in rows:

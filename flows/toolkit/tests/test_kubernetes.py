@@ -17,7 +17,7 @@ from deploy_helpers import run_command_line
 from test_scale import SLOW_FLOW_FILE, SLOW_FLOW_SOURCE, deploy_slow_flow
 
 from toolkit.deployer import prefect_api
-from toolkit.deployer.errors import UserError
+from toolkit.errors import UserError
 from toolkit.deployer.kubernetes import has_resource_requests
 from toolkit.deployer.storage import VERIFY_STEP
 

@@ -1,4 +1,4 @@
-"""Schedules, production parameters, validation, plan, delete, prune, paused schedules."""
+"""Schedules, main parameters, validation, plan, delete, prune, paused schedules."""
 
 import asyncio
 import os
@@ -10,10 +10,10 @@ from deploy_helpers import count_deployments, read_deployment, run_command_line
 from prefect.client.orchestration import get_client
 from test_repository_commands import run_repository_command
 
-from toolkit.deployer.repository import branch_slug
+from toolkit.deployer.naming import branch_slug
 
 MAIN_NAME = "demo | main | fixture_flow"
-DEFAULT_DEPLOYMENT = 'production_parameters={"env": "prod"},'
+DEFAULT_DEPLOYMENT = 'main_parameters={"env": "main"},'
 
 
 def change_flow_file(checkout: Path, old: str, new: str, push: bool = False) -> None:
@@ -37,7 +37,7 @@ def storage_of(branch_slug_or_main: str, repository: str = REPO_NAME) -> Path:
 
 @pytest.mark.usefixtures("prefect_api_url")
 def test_schedule_and_parameters_on_main_only(checkout, capsys):
-    """main gets the cron schedule, prod parameters, extra tags; a branch gets none."""
+    """main gets the cron schedule, main parameters, extra tags; a branch gets none."""
     assert run_command_line(checkout, "deploy", capsys=capsys)[0] == 0
     production = read_deployment(MAIN_NAME)
     [schedule] = production.schedules
@@ -46,7 +46,7 @@ def test_schedule_and_parameters_on_main_only(checkout, capsys):
         "America/Denver",
     )
     assert schedule.active and not production.paused
-    assert production.parameters == {"env": "prod"}
+    assert production.parameters == {"env": "main"}
     assert production.tags == ["main", "sales"]
     assert "Customer contact: Sales data team" in production.description
 
@@ -56,19 +56,19 @@ def test_schedule_and_parameters_on_main_only(checkout, capsys):
     dev = read_deployment(f"demo | {branch_slug('feature/no-schedule')} | fixture_flow")
     assert dev.schedules == [] and dev.parameters == {} and dev.tags == ["dev"]
     assert "left out on a dev branch: schedule 0 2 * * * (America/Denver)" in out
-    assert "left out on a dev branch: production parameters {'env': 'prod'}" in out
+    assert "left out on a dev branch: main parameters {'env': 'main'}" in out
 
 
 MISTAKES = {
     "unknown parameter": (
         DEFAULT_DEPLOYMENT,
-        'production_parameters={"env": "prod", "colour": "red"},',
-        "production parameter 'colour' is not a parameter of fixture-flow",
+        'main_parameters={"env": "main", "colour": "red"},',
+        "main parameter 'colour' is not a parameter of fixture-flow",
     ),
     "parameter of wrong type": (
         DEFAULT_DEPLOYMENT,
-        'production_parameters={"env": "staging"},',
-        "production parameters do not fit fixture-flow",
+        'main_parameters={"env": "staging"},',
+        "main parameters do not fit fixture-flow",
     ),
     "bad cron": ('schedule="0 2 * * *"', 'schedule="0 25 * * *"', "not a valid cron"),
     "bad timezone": (
@@ -185,11 +185,11 @@ def test_delete_removes_the_deployment_and_the_last_copy(checkout, capsys):
 
 
 @pytest.mark.usefixtures("prefect_api_url")
-def test_delete_on_main_needs_production_flag(checkout, capsys):
+def test_delete_on_main_needs_the_main_flag(checkout, capsys):
     """Production is deleted only when the person says so."""
     assert run_command_line(checkout, "deploy", capsys=capsys)[0] == 0
     code, _, err = run_command_line(checkout, "delete", capsys=capsys)
-    assert code == 2 and "--production" in err
+    assert code == 2 and "--main" in err
     assert read_deployment(MAIN_NAME) is not None
 
 

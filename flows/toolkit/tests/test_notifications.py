@@ -206,11 +206,11 @@ def test_a_failed_production_run_posts_once_and_a_dev_run_never(
     ui_url = prefect_api_url.removesuffix("/api")
     assert text.splitlines() == [
         f"Prefect flow run Failed: fixture-flow / {production_run.name}",
-        "Stage: main (production)",
+        "Stage: main",
         "Error: Flow run encountered an exception. RuntimeError: "
         + FAILURE.format(day="2024-08-03"),
         "second line of the error",
-        "Parameters: {'env': 'prod', 'day': '2024-08-03'}",
+        "Parameters: {'env': 'main', 'day': '2024-08-03'}",
         f"Flow run: {ui_url}/flow-runs/flow-run/{production_run.id}",
     ]
 

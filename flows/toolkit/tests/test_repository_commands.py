@@ -15,8 +15,8 @@ from deploy_helpers import (
 
 from toolkit import cli
 from toolkit.deployer import prefect_api
-from toolkit.deployer.plan import pointer_block_name, relative_storage_path
-from toolkit.deployer.repository import branch_slug
+from toolkit.deployer.naming import pointer_block_name, relative_storage_path
+from toolkit.deployer.naming import branch_slug
 
 
 def run_repository_command(checkout: Path, *args: str, capsys, monkeypatch):

@@ -174,9 +174,9 @@ def test_next_delivery_removes_what_a_killed_run_left_in_a_local_folder(tmp_path
 
 @pytest.fixture
 def nightly_shop(postgres, sshd, prefect_api_url):
-    """The fixture flow's prod database block, on the session's PostgreSQL: the sample
+    """The fixture flow's main database block, on the session's PostgreSQL: the sample
     shop with NIGHTLY_ORDERS more orders on the day. Returns the function that points
-    its prod SFTP block at a folder of the session's sshd."""
+    its main SFTP block at a folder of the session's sshd."""
     del prefect_api_url  # the blocks are saved on the session's server
     shop = fresh_database(postgres, NIGHTLY_DATABASE)
     load_fixture_data(shop)
@@ -194,10 +194,10 @@ def nightly_shop(postgres, sshd, prefect_api_url):
     DatabaseConnection(
         url=postgres.url(password=False, database=NIGHTLY_DATABASE),
         password=Secret(value=postgres.password),
-    ).save("fixture-database-prod", overwrite=True)
+    ).save("fixture-database-main", overwrite=True)
 
     def deliver_to(folder: Path) -> Path:
-        sftp_connection_to(sshd, str(folder)).save("fixture-sftp-prod", overwrite=True)
+        sftp_connection_to(sshd, str(folder)).save("fixture-sftp-main", overwrite=True)
         return folder
 
     return deliver_to
@@ -205,7 +205,7 @@ def nightly_shop(postgres, sshd, prefect_api_url):
 
 @pytest.fixture
 def nightly_deployment(checkout, prefect_api_url, monkeypatch, capsys) -> str:
-    """The fixture flow deployed from main (production: env=prod) to a process pool;
+    """The fixture flow deployed from main (env=main) to a process pool;
     its name."""
     del prefect_api_url  # deployed to the session's server
     monkeypatch.setenv("FLOWS_WORK_POOL_TYPE", "process")

@@ -21,8 +21,8 @@ from deploy_helpers import (
 from test_deploy import expected_files
 
 import local_prefect
-from toolkit.deployer.plan import relative_storage_path, pointer_block_name
-from toolkit.deployer.repository import branch_slug
+from toolkit.deployer.naming import pointer_block_name, relative_storage_path
+from toolkit.deployer.naming import branch_slug
 from toolkit.deployer.storage import MANIFEST_NAME, VERIFY_STEP
 
 

@@ -9,7 +9,7 @@ from prefect.client.orchestration import get_client
 
 from toolkit import connections
 import util
-from toolkit.deployer.s3_storage import S3Credentials
+from toolkit.deployer.storage.s3 import S3Credentials
 from toolkit.sftp import open_sftp
 
 DATABASE_URL = "postgresql+psycopg2://reader@db.example.edu:5432/warehouse"
@@ -112,10 +112,10 @@ def test_setup_twice_changes_nothing_the_second_time(
         f"work queue {pool}/main: created",
         f"work queue {pool}/dev: created",
         "block flows-s3-credentials/setup-storage-key: created",
-        "block secret/warehouse-database-prod-password: created",
-        "block flows-database-connection/warehouse-database-prod: created",
-        "block secret/partner-sftp-prod-private-key: created",
-        "block flows-sftp-connection/partner-sftp-prod: created",
+        "block secret/warehouse-database-main-password: created",
+        "block flows-database-connection/warehouse-database-main: created",
+        "block secret/partner-sftp-main-private-key: created",
+        "block flows-sftp-connection/partner-sftp-main: created",
     ]
     after_first = workspace_state()
 
@@ -138,23 +138,23 @@ def test_setup_twice_changes_nothing_the_second_time(
 
 @pytest.mark.usefixtures("s3_bucket", "connection_values")
 def test_saved_blocks_are_the_ones_flows_and_deploys_use(checkout, monkeypatch):
-    """A flow's `env=prod` connections and the deployer's bucket key come from them."""
+    """A flow's `env=main` connections and the deployer's bucket key come from them."""
     monkeypatch.setenv("FLOWS_S3_CREDENTIALS_BLOCK", "setup-storage-key-2")
     monkeypatch.setenv("FLOWS_S3_ACCESS_KEY_ID", "AKIASETUPSECOND")
     monkeypatch.setenv("FLOWS_S3_SECRET_ACCESS_KEY", "second-secret")
     assert run_setup(checkout).returncode == 0
 
-    database = connections.database_for("warehouse", "prod")
+    database = connections.database_for("warehouse", "main")
     assert database.url == DATABASE_URL
     assert database.password.get() == "db-Pa55-setup-only"
-    sink = connections.sink_for("partner", "prod")
+    sink = connections.sink_for("partner", "main")
     assert sink.connection.remote_dir == "incoming"
     with open_sftp(sink.connection) as client:  # the saved key and host key log in
         assert client.normalize(".")
     # The API keeps the password in the Secret block and never shows it.
     for name, block_type in (
-        ("warehouse-database-prod", "flows-database-connection"),
-        ("warehouse-database-prod-password", "secret"),
+        ("warehouse-database-main", "flows-database-connection"),
+        ("warehouse-database-main-password", "secret"),
     ):
         assert "db-Pa55" not in str(read_block_data(name, block_type))
     saved_key = S3Credentials.load("setup-storage-key-2")
@@ -174,9 +174,9 @@ def test_a_changed_value_updates_that_block_only(checkout, monkeypatch):
     assert rerun.returncode == 0, rerun.stderr
     changed = [line for line in rerun.stdout.splitlines() if "unchanged" not in line]
     assert changed[1:] == [
-        "block flows-database-connection/warehouse-database-prod: updated"
+        "block flows-database-connection/warehouse-database-main: updated"
     ]
-    database = connections.database_for("warehouse", "prod")
+    database = connections.database_for("warehouse", "main")
     assert database.url == DATABASE_URL + "_v2"
     assert database.password.get() == "db-Pa55-setup-only"
 

@@ -1,7 +1,7 @@
 """`release`, `upgrade` and `template-changed`, end to end with real git repositories.
 
 A template repository is built from this repository's files and released twice
-(v1.0.0, then v2.0.0 with a changed, an added and a removed file); a copy is made from
+(v1.0.0, then v2.0.0 with a changed, an added and a removed file); a team repository is made from
 a release as "Use this template" makes one, with the team's own changes, and upgraded.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.ownership import PATHS_FILE, Ownership, read_ownership
-from toolkit.release_record import CHANGELOG_FILE, RECORD_FILE
+from toolkit.template.ownership import PATHS_FILE, Ownership, read_ownership
+from toolkit.template.release_record import CHANGELOG_FILE, RECORD_FILE
 
 REPOSITORY_DIR = Path(__file__).resolve().parents[3]
 IDENTITY = {
@@ -28,7 +28,7 @@ IDENTITY = {
 V1_NOTE = "- The first release of the test template."
 V2_NOTE = "- The second release: new_module.py, no bench/."
 NEW_MODULE = "flows/toolkit/new_module.py"
-CHANGED_MODULE = "flows/toolkit/cli.py"
+CHANGED_MODULE = "flows/toolkit/cli/__init__.py"
 MOVED_TO_TEAM = "image/requirements-template.txt"
 
 

@@ -3,7 +3,7 @@
 Reads two queries from the shop database, shapes them with pandas and delivers two CSV
 files, concurrently: the orders of one day, and the totals per customer. A table
 artifact of the run lists both. `env=dev` reads a SQLite database it makes itself;
-`env=prod` reads the blocks `fixture-database-prod` and `fixture-sftp-prod`.
+`env=main` reads the blocks `fixture-database-main` and `fixture-sftp-main`.
 
 The toolkit's tests deploy and run this flow instead of the example, which belongs to
 the team that copies the template and is the first thing it deletes.
@@ -54,7 +54,7 @@ def extract_and_deliver(source, sink, query, parameters, shape, file_name):
 DEPLOYMENT = util.DeploymentSettings(
     schedule="0 2 * * *",
     timezone="America/Denver",
-    production_parameters={"env": "prod"},
+    main_parameters={"env": "main"},
     tags=("sales",),
     source_systems=("Shop database (PostgreSQL)",),
     sink_systems=("Partner SFTP server",),
@@ -63,7 +63,7 @@ DEPLOYMENT = util.DeploymentSettings(
 
 
 @flow
-def fixture_flow(env: Literal["dev", "prod"] = "dev", day: str = "2024-08-01") -> dict:
+def fixture_flow(env: Literal["dev", "main"] = "dev", day: str = "2024-08-01") -> dict:
     """Nightly extract of the shop database to the partner's two CSV files."""
     source = connections.database_for(SYSTEM, env, dev_default=fixture_database)
     sink = connections.sink_for(SYSTEM, env)

@@ -1,4 +1,4 @@
-"""Flow storage: the copies of flows/ that deployments' runs pull.
+"""What every flow store does, whatever holds the copies: the FlowStorage protocol.
 
 Each deploy writes a copy of its own below the branch's place (`main/{repo}/{copy}/`,
 `dev/{repo}/{branch}/{copy}/`), its manifest last. A block per branch points at the
@@ -10,10 +10,9 @@ The pull then checks the fetched files against the manifest, so a run that was s
 fetching the old copy as it was removed fails at once instead of running with files
 missing.
 
-The deploy (commands.py) runs those steps in that order, holding its branch's lease
-(lease.py) throughout; this module says how each is done in a store. A folder here
-(the embedded default, or a share the workers mount); s3:// in s3_storage.py;
-storage_for picks one from the storage root.
+The deploy (deploy.py) runs those steps in that order, holding its branch's lease
+(lease.py) throughout; this module says how each is done, and folder.py and s3.py
+where the copies live.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import secrets
 import shlex
 import sys
@@ -30,15 +28,11 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from fsspec import AbstractFileSystem
-from fsspec.implementations.local import LocalFileSystem as LocalFiles
 from prefect.blocks.core import Block
 from prefect.client.orchestration import PrefectClient
-from prefect.exceptions import ObjectNotFound
-from prefect.filesystems import LocalFileSystem
 
+from toolkit.errors import UserError, one_line
 from toolkit.deployer import prefect_api
-from toolkit.deployer.errors import UserError, one_line
-from toolkit.deployer.settings import Settings
 
 # Written last into each copy; the run's pull checks every file against it.
 MANIFEST_NAME = ".flows-copy.sha256"
@@ -59,9 +53,6 @@ VERIFY_STEP = {
         "directory": "{{ directory }}",
     }
 }
-
-# Modes of a copy in a folder: readable by every user; folders and scripts runnable.
-_READABLE, _RUNNABLE, _EXECUTABLE = 0o644, 0o755, 0o111
 
 
 def new_copy_name(commit: str) -> str:
@@ -133,13 +124,10 @@ class FlowStorage:
 
     async def current_copy(self, client: PrefectClient, block_name: str) -> str | None:
         """Where the copy the branch's block points at lives, if any."""
-        try:
-            document = await client.read_block_document_by_name(
-                block_name, self.pointer_type
-            )
-        except ObjectNotFound:
-            return None
-        return document.data.get("basepath")
+        document = await prefect_api.read_block_document(
+            client, block_name, self.pointer_type
+        )
+        return None if document is None else document.data.get("basepath")
 
     def new_copy(self, branch_location: str, commit: str) -> str:
         """Where a deploy of `commit` writes its copy, below the branch's location."""
@@ -259,66 +247,3 @@ class FlowStorage:
         # Some stores report no failure of a single object in a bulk delete.
         if filesystem.exists(path) and filesystem.find(path):
             raise OSError(f"{path} was not removed entirely")
-
-
-class FolderStorage(FlowStorage):
-    """Copies in a folder the workers can read (a Docker worker mounts it)."""
-
-    pointer_type = "local-file-system"
-
-    def __init__(self, settings: Settings):
-        super().__init__()
-        self.root = settings.storage_path
-
-    async def filesystem(self) -> AbstractFileSystem:
-        """The local disk, making folders as files are written."""
-        return LocalFiles(auto_mkdir=True)
-
-    def path_of(self, location: str) -> str:
-        """A folder is its own path."""
-        return location
-
-    def after_copy(self, flows_dir: Path, files: list[str], target: str) -> None:
-        """Readable by every user, as a checkout is (a Docker worker runs as another
-        user); a file executable in flows/ stays executable."""
-        folders = set()
-        for name in files:
-            executable = (flows_dir / name).stat().st_mode & _EXECUTABLE
-            os.chmod(Path(target, name), _RUNNABLE if executable else _READABLE)
-            folders.update(Path(target, parent) for parent in Path(name).parents)
-        for folder in folders:  # `parents` ends with ".": the copy's own folder
-            os.chmod(folder, _RUNNABLE)
-
-    def pointer_to(self, copy: str) -> Block:
-        """A LocalFileSystem block whose folder is the copy."""
-        return LocalFileSystem(basepath=copy)
-
-    async def fetch_step(self, client: PrefectClient, block_name: str) -> dict:
-        """Copy the block's folder into the run's working directory."""
-        del client  # nothing to look up
-        return {
-            "prefect.deployments.steps.pull_with_block": {
-                "block_document_name": block_name,
-                "block_type_slug": self.pointer_type,
-            }
-        }
-
-    def storage_needs(self) -> dict:
-        """A Docker worker's container sees the folder at the same path, read-only."""
-        return {"volumes": [f"{self.root}:{self.root}:ro"]}
-
-
-def storage_for(settings: Settings) -> FlowStorage:
-    """The flow storage FLOWS_STORAGE_ROOT names; a root it cannot use is refused."""
-    if settings.storage_is_s3:
-        # Imported only here: s3fs and botocore are not needed for a folder.
-        # pylint: disable-next=import-outside-toplevel,cyclic-import
-        from toolkit.deployer.s3_storage import S3Storage
-
-        return S3Storage(settings)
-    if "://" in settings.storage_root:
-        raise UserError(
-            f"FLOWS_STORAGE_ROOT {settings.storage_root!r}: use a folder or "
-            "s3://bucket/prefix (S3 or an S3-compatible store)"
-        )
-    return FolderStorage(settings)

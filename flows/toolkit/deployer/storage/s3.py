@@ -1,6 +1,6 @@
 """Flow storage on S3 or an S3-compatible store (MinIO, ...), through fsspec's s3fs.
 
-The copies and their switching are storage.py's; here: reaching the bucket, and the
+The copies and their switching are base.py's; here: reaching the bucket, and the
 pull step. A RemoteFileSystem block per branch holds the URL of the current copy; the
 run's pull step (`pull_from_remote_storage`) reads it as the run starts.
 
@@ -23,10 +23,10 @@ from prefect.client.orchestration import PrefectClient
 from prefect.filesystems import RemoteFileSystem
 from pydantic.v1 import Field, SecretStr
 
+from toolkit.errors import UserError, one_line
+from toolkit.settings import S3_SCHEME, Settings
 from toolkit.deployer import prefect_api
-from toolkit.deployer.errors import UserError, one_line
-from toolkit.deployer.settings import S3_SCHEME, Settings
-from toolkit.deployer.storage import FlowStorage
+from toolkit.deployer.storage.base import FlowStorage
 
 # What Prefect accepts as a block name.
 _BLOCK_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")

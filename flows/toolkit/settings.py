@@ -1,7 +1,9 @@
-"""The template's settings, each overridable by an environment variable FLOWS_<NAME>.
+"""The template's settings: the one registry of every FLOWS_* environment variable.
 
-They are read when a command runs (`Settings.from_environment()`), never at import
-time; `python3 flows/<flow>.py --help` lists them with their defaults.
+SETTINGS holds one value each; PER_SYSTEM_VARIABLES the families `setup` reads per
+connection. They are read when a command or a run needs them
+(`Settings.from_environment()`), never at import time. `python3 flows/<flow>.py
+--help` and the reference page (docs/reference.md) list them from here.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ SETTINGS = {
         "what separates {org}-{team} from the short name in the repository name",
     ),
     "main_branch": Setting(
-        "FLOWS_MAIN_BRANCH", "main", "the branch whose deployments are production"
+        "FLOWS_MAIN_BRANCH",
+        "main",
+        "the branch whose deployments are the stage main, the one that runs for real",
     ),
     "deploy_lease_seconds": Setting(
         "FLOWS_DEPLOY_LEASE_SECONDS",
@@ -86,7 +90,36 @@ SETTINGS = {
         "how long a deploy waits for another deploy of its branch to finish before "
         "it gives up (exit 2)",
     ),
+    "output_dir": Setting(
+        "FLOWS_OUTPUT_DIR",
+        "",
+        "the local folder a dev run writes to when no block names a sink; empty "
+        "means flows/output",
+    ),
+    "notify_urls": Setting(
+        "FLOWS_NOTIFY_URLS",
+        "",
+        "webhook URLs (whitespace-separated) that `setup` notifies of failed runs "
+        "of main, as --notify does",
+    ),
 }
+# Families of variables that `setup` reads, one per connection it saves: SYSTEM in
+# capitals with dashes as underscores, FIELD as `setup --help` lists them.
+PER_SYSTEM_VARIABLES = {
+    "FLOWS_<SYSTEM>_DATABASE_<FIELD>": "a database block's URL and PASSWORD "
+    "(setup --database SYSTEM)",
+    "FLOWS_<SYSTEM>_SFTP_<FIELD>": "an SFTP block's HOST, PORT, USERNAME, "
+    "KNOWN_HOSTS_FILE, PRIVATE_KEY_FILE or PASSWORD, REMOTE_DIR, ATOMIC_UPLOADS "
+    "(setup --sftp SYSTEM)",
+    "FLOWS_S3_ACCESS_KEY_ID, FLOWS_S3_SECRET_ACCESS_KEY": "the flow storage bucket's "
+    "key, saved by setup in the FLOWS_S3_CREDENTIALS_BLOCK block",
+}
+
+
+def read_variable(name: str, environ=None) -> str:
+    """One variable of a PER_SYSTEM_VARIABLES family, stripped; "" when unset."""
+    environ = os.environ if environ is None else environ
+    return environ.get(name, "").strip()
 
 
 @dataclass(frozen=True)
@@ -105,6 +138,8 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     main_branch: str
     deploy_lease_seconds: str
     deploy_wait_seconds: str
+    output_dir: str
+    notify_urls: str
 
     @classmethod
     def from_environment(cls, environ=None) -> "Settings":

@@ -1,90 +1,40 @@
-"""The commands of a flow file's command line, step by step."""
+"""`deploy`, `deploy-all` and `plan`: a branch's flows into flow storage and the
+Prefect API, or what that would change.
+
+A deploy runs these steps in this order: read the repository and guard main; plan
+and check every flow (nothing is written while a problem is left); take the branch's
+lease; write the new copy of flows/; register each deployment against it; point the
+branch's block at the new copy; remove the other copies; print a summary.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
 from prefect import Flow
-from prefect.client.orchestration import get_client
 
+from toolkit.errors import UserError
+from toolkit.settings import Settings
 from toolkit.deployer import lease, prefect_api
-from toolkit.deployer.plan import (
-    DeploymentPlan,
-    branch_prefix_of,
-    build_plan,
-    write_default_ignore_file,
+from toolkit.deployer.deployed_files import write_default_ignore_file
+from toolkit.deployer.flow_file import (
+    CLI_FUNCTION,
+    deployment_settings_of,
+    find_flow_files,
+    load_flow,
 )
-from toolkit.deployer.repository import guard_production, read_repository
+from toolkit.deployer.plan import DeploymentPlan, build_plan
+from toolkit.deployer.repository import guard_main, read_repository
 from toolkit.deployer.storage import storage_for
 from toolkit.deployer.validation import find_problems
-from toolkit.deployer.deployment_settings import NO_SETTINGS, DeploymentSettings
-from toolkit.deployer.errors import UserError, one_line
-from toolkit.deployer.settings import Settings
 
 
-def _import_flow_module(flow_path: Path):
-    main = sys.modules.get("__main__")
-    main_file = getattr(main, "__file__", None)
-    if main_file and Path(main_file).resolve() == flow_path:
-        return main
-    # A private name: two checkouts may each hold a flow file of the same name.
-    digest = hashlib.sha256(str(flow_path).encode()).hexdigest()[:8]
-    spec = importlib.util.spec_from_file_location(
-        f"_flows_{flow_path.stem}_{digest}", flow_path
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and pickling look modules up there
-    try:
-        spec.loader.exec_module(module)
-    except Exception as error:  # any failure of the user's module is theirs to fix
-        detail = one_line(error)
-        raise UserError(
-            f"{flow_path.name} does not import: {type(error).__name__}: {detail}"
-        ) from error
-    return module
-
-
-def load_flow(flow_path: Path, function_name: str) -> Flow:
-    """The flow object `function_name` of the flow file, which must be in flows/."""
-    flows_dir = flow_path.parent
-    if flows_dir.name != "flows" or not (flows_dir / "util.py").is_file():
-        raise UserError(
-            f"{flow_path} is not in a flows/ folder: flow files live directly in "
-            "flows/, next to util.py, so that their deployment's copy holds them"
-        )
-    if flow_path.suffix != ".py" or not flow_path.is_file():
-        raise UserError(f"{flow_path} is not a Python file")
-    module = _import_flow_module(flow_path)
-    candidate = getattr(module, function_name, None)
-    if candidate is None:
-        raise UserError(f"{flow_path.name} defines no function {function_name!r}")
-    if not isinstance(candidate, Flow):
-        raise UserError(
-            f"{function_name!r} in {flow_path.name} is not a flow: decorate it with "
-            "@flow from prefect"
-        )
-    return candidate
-
-
-def deployment_settings_of(flow: Flow) -> DeploymentSettings:
-    """The `DEPLOYMENT = util.DeploymentSettings(...)` of the flow's file, if any."""
-    module = sys.modules.get(flow.fn.__module__)
-    declared = getattr(module, "DEPLOYMENT", NO_SETTINGS)
-    if not isinstance(declared, DeploymentSettings):
-        raise UserError(
-            f"DEPLOYMENT in {flow.fn.__module__} must be util.DeploymentSettings(...)"
-        )
-    return declared
-
-
-def _unchecked_plan(settings, flow, flow_path, docker_label):
+def unchecked_plan(settings, flow, flow_path, docker_label):
+    """The plan and the repository, before validation (delete needs no valid flow)."""
     repository = read_repository(flow_path.parent, settings)
     plan = build_plan(
         settings=settings,
@@ -101,7 +51,7 @@ def plan_deployment(
     settings: Settings, flow: Flow, flow_path: Path, docker_label: str | None
 ) -> tuple[DeploymentPlan, object]:
     """The checked plan and the repository; every problem found is refused at once."""
-    plan, repository = _unchecked_plan(settings, flow, flow_path, docker_label)
+    plan, repository = unchecked_plan(settings, flow, flow_path, docker_label)
     problems = find_problems(plan, flow)
     if problems:
         listed = "\n".join(f"  - {problem}" for problem in problems)
@@ -138,8 +88,8 @@ def deploy_flows(
     ]
     plans = [plan for plan, _ in planned]
     repository = planned[0][1]
-    if plans[0].is_production:
-        guard_production(repository)
+    if plans[0].is_main:
+        guard_main(repository)
     if dry_run:
         for plan in plans:
             print(plan.to_json())
@@ -169,7 +119,7 @@ async def _publish(plans, flows, storage, api_url, timing) -> Published:
     `flows` are their (flow, flow file) pairs.
     """
     branch = plans[0]
-    async with get_client() as client:
+    async with prefect_api.connect() as client:
         await prefect_api.check_api_reachable(client, api_url)
         await storage.check()
         await prefect_api.ensure_work_pool(
@@ -241,7 +191,7 @@ async def _take_back(client, deployment_ids: list[UUID]) -> None:
     about to be removed. Best effort, like the rest of undoing."""
     for deployment_id in deployment_ids:
         with contextlib.suppress(Exception):
-            await client.delete_deployment(deployment_id)
+            await prefect_api.delete_deployment(client, deployment_id)
 
 
 async def _switch(storage, branch: DeploymentPlan, new_copy: str) -> None:
@@ -258,7 +208,7 @@ async def _switch(storage, branch: DeploymentPlan, new_copy: str) -> None:
 
 
 def _print_summary(plan: DeploymentPlan, deployment_id, copy, kept_paused) -> None:
-    kind = "production" if plan.is_production else f"dev ({plan.branch})"
+    kind = "main" if plan.is_main else f"dev ({plan.branch})"
     print(f"Deployed {plan.flow}/{plan.name} as {kind}, tags {plan.tags}")
     print(f"  runs on work pool {plan.work_pool}, queue {plan.work_queue}")
     if plan.work_pool_type in prefect_api.IMAGE_POOL_TYPES:
@@ -293,7 +243,7 @@ def _differences(existing, plan: DeploymentPlan, stored: set[str]):
 
 async def _read_registered(storage, plan: DeploymentPlan, api_url: str):
     """(the registered deployment or None, the files of its stored copy)."""
-    async with get_client() as client:
+    async with prefect_api.connect() as client:
         await prefect_api.check_api_reachable(client, api_url)
         existing = await prefect_api.read_deployment(client, plan)
         if existing is None:
@@ -332,25 +282,16 @@ def _print_plan(plan: DeploymentPlan, existing, stored: set[str]) -> str:
     return "change"
 
 
-def delete(settings: Settings, flow: Flow, flow_path: Path, *, production: bool):
-    """Remove this branch's deployment of this flow; its storage copy with the last one."""
-    # Unchecked: a flow file with a mistake in it can still have its deployment removed.
-    plan, _ = _unchecked_plan(settings, flow, flow_path, None)
-    if plan.is_production and not production:
-        raise UserError(
-            "refusing to delete the production deployment without --production"
-        )
-    prefect_api.require_api_url()
-    storage = storage_for(settings)
-    deleted, remaining = asyncio.run(
-        prefect_api.delete_deployment(plan, branch_prefix_of(plan.name))
-    )
-    print(
-        f"deleted {plan.flow}/{plan.name}" if deleted else f"no deployment {plan.name}"
-    )
-    if not remaining:
-        asyncio.run(storage.remove(plan.storage_location, plan.pointer_block))
-        print(
-            f"deleted storage {plan.storage_location} (no deployment of {plan.branch} left)"
-        )
-    return deleted
+def deploy_all(
+    settings: Settings, flows_dir: Path, docker_label: str | None, dry_run: bool
+) -> list:
+    """Deploy every flow of flows/ for the current branch through one copy; their
+    plans."""
+    flow_files = find_flow_files(flows_dir)
+    if not flow_files:
+        raise UserError(f"no flow file in {flows_dir} ends with {CLI_FUNCTION}(...)")
+    # Every plan is checked before anything is written: they share the branch's
+    # copy, so a flow refused halfway would leave the others running code it did not
+    # check.
+    flows = [(load_flow(path, name), path) for path, name in flow_files]
+    return deploy_flows(settings, flows, docker_label=docker_label, dry_run=dry_run)

@@ -1,18 +1,19 @@
-"""Who owns which file of a copy of the template, and its files as git sees them.
+"""Who owns which file of a team repository, and its files as git sees them.
 
-A copy ("Use this template") holds the template's files and the team's;
-flows/toolkit/template-paths.txt says which are which. Standard library and the git
-command only: this runs in CI before anything else is installed.
+A team repository (made with "Use this template") holds the template's files and
+the team's; flows/toolkit/template-paths.txt says which are which. Standard library,
+git and the runtime's errors only: this runs in CI before anything else is
+installed.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.deployer.errors import UserError
+from toolkit.errors import UserError
+from toolkit.git import git_text
 
 PATHS_FILE = "flows/toolkit/template-paths.txt"
 # The team's own additions to the [team] lines (a docs/ folder, say): a file of the
@@ -91,7 +92,7 @@ def read_ownership(top_level: Path) -> Ownership:
 
 def repository_files(top_level: Path) -> list[str]:
     """Tracked files plus untracked ones git does not ignore, sorted."""
-    output = git(
+    output = git_text(
         top_level,
         "ls-files",
         "-z",
@@ -120,48 +121,10 @@ def read_file(path: Path) -> bytes | None:
     return path.read_bytes()
 
 
-# --- git -------------------------------------------------------------------------
-
-
-def run_git(cwd: Path, args: list[str], what: str, stdin: bytes = b"") -> bytes:
-    """git's output; a failure becomes a UserError that starts with `what`."""
-    try:
-        completed = subprocess.run(
-            ["git", *args], cwd=cwd, input=stdin, capture_output=True, check=False
-        )
-    except FileNotFoundError as error:
-        raise UserError("git is not installed: install git and run again") from error
-    if completed.returncode != 0:
-        raise UserError(f"{what}: {_first_line(completed.stderr)}")
-    return completed.stdout
-
-
-def git(cwd: Path, *args: str, what: str) -> str:
-    """run_git's output as text; paths git prints need not be UTF-8."""
-    return run_git(cwd, list(args), what).decode("utf-8", "surrogateescape")
-
-
-def git_succeeds(cwd: Path, *args: str) -> bool:
-    """Whether the git command succeeds; its output is not wanted."""
-    try:
-        git(cwd, *args, what="")
-    except UserError:
-        return False
-    return True
-
-
-def _first_line(stderr: bytes) -> str:
-    for line in stderr.decode("utf-8", "replace").splitlines():
-        line = line.strip()
-        if line:
-            return line.removeprefix("fatal: ").removeprefix("error: ")
-    return "git failed without saying why"
-
-
 def open_repository(top_level: Path) -> Path:
     """The absolute path of `top_level`, once git confirms it is a repository."""
     top_level = Path(top_level).resolve()
-    git(
+    git_text(
         top_level,
         "rev-parse",
         "--git-dir",

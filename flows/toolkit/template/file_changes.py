@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.deployer.errors import UserError
-from toolkit.ownership import read_file
-from toolkit.release_record import TemplateFile
+from toolkit.errors import UserError
+from toolkit.template.ownership import read_file
+from toolkit.template.release_record import TemplateFile
 
 _EXECUTABLE_MODE = "100755"
 _SYMLINK_MODE = "120000"

@@ -1,7 +1,7 @@
 """A release of the template: its record, its changelog, and its files at a tag.
 
 The record, flows/toolkit/release.json, holds the release's version, the template's
-URL and the checksum of every template file, so an upgrade can tell whether a copy
+URL and the checksum of every template file, so an upgrade can tell whether a team repository
 changed one. Standard library and the git command only: this runs in CI before
 anything else is installed.
 """
@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from toolkit.deployer.errors import UserError
-from toolkit.ownership import (
+from toolkit.errors import UserError
+from toolkit.git import FETCH_TIMEOUT_SECONDS, git_text, run_git
+from toolkit.template.ownership import (
     PATHS_FILE,
     Ownership,
-    git,
     read_file,
     repository_files,
-    run_git,
 )
 
 RECORD_FILE = "flows/toolkit/release.json"
@@ -152,8 +151,10 @@ def fetch_release(source: str, tag: str | None, scratch: Path) -> Release:
     """The files of the template at `tag` (default: the newest release tag)."""
     tag = _choose_tag(source, tag, scratch)
     repo = scratch / "template.git"
-    git(scratch, "init", "-q", "--bare", str(repo), what="cannot make a scratch repo")
-    git(
+    git_text(
+        scratch, "init", "-q", "--bare", str(repo), what="cannot make a scratch repo"
+    )
+    git_text(
         repo,
         "fetch",
         "-q",
@@ -163,6 +164,7 @@ def fetch_release(source: str, tag: str | None, scratch: Path) -> Release:
         source,
         f"refs/tags/{tag}:refs/tags/{tag}",
         what=f"cannot fetch {tag} from {source}",
+        timeout=FETCH_TIMEOUT_SECONDS,
     )
     entries = _tree_entries(repo, tag)
     for required in (PATHS_FILE, RECORD_FILE):
@@ -191,7 +193,7 @@ def _text(file: TemplateFile) -> str:
 
 
 def _release_tags(source: str, scratch: Path) -> list[str]:
-    output = git(
+    output = git_text(
         scratch,
         "ls-remote",
         "--tags",
@@ -220,7 +222,7 @@ def _choose_tag(source: str, tag: str | None, scratch: Path) -> str:
 
 def _tree_entries(repo: Path, tag: str) -> dict[str, tuple[str, str]]:
     """path -> (mode, blob id) of every file at the tag; submodules left out."""
-    output = git(
+    output = git_text(
         repo, "ls-tree", "-r", "-z", "--full-tree", tag, what=f"cannot read {tag}"
     )
     entries = {}
@@ -238,7 +240,9 @@ def _read_files(
     """The files at `paths`, their blobs read through one `git cat-file --batch`."""
     unique = list(dict.fromkeys(entries[path][1] for path in paths))
     stdin = "".join(f"{blob}\n" for blob in unique).encode()
-    output = run_git(repo, ["cat-file", "--batch"], "cannot read the release", stdin)
+    output = run_git(
+        repo, "cat-file", "--batch", what="cannot read the release", stdin=stdin
+    )
     blobs, position = {}, 0
     for blob in unique:
         header_end = output.index(b"\n", position)

@@ -16,27 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
-from prefect.client.orchestration import get_client
 from pydantic.v1.types import SecretField
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from toolkit.connections import UnknownEnvironment, environment
 from toolkit.database import DatabaseConnection
-from toolkit.deployer import notifications, prefect_api
-from toolkit.deployer.errors import UserError
-from toolkit.deployer.settings import Settings
-from toolkit.deployer.storage import storage_for
+from toolkit.errors import UserError
+from toolkit.settings import Settings, read_variable
 from toolkit.sftp import SftpConnection
+from toolkit.deployer import notifications, prefect_api
+from toolkit.deployer.storage import storage_for
 
 QUEUES = ("main", "dev")
-ENVIRONMENTS = ("dev", "prod")
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,7 @@ class ValueReader:  # pylint: disable=too-few-public-methods
 
     def read(self, variable: str, field: Field) -> str | None:
         """The value of `variable`; its default, or None (noted) when unset."""
-        value = os.environ.get(variable, "")
+        value = read_variable(variable)
         if not value and self.ask:
             label = f"{field.prompt} [{variable}]: "
             value = getpass.getpass(label) if field.secret else input(label)
@@ -152,10 +150,11 @@ class Setup:
     """What one run of setup will save, read in full before anything is changed."""
 
     def __init__(self, settings: Settings, env: str, ask: bool):
-        if env not in ENVIRONMENTS:
-            raise UserError(f"--env must be one of {ENVIRONMENTS}, not {env!r}")
+        try:
+            self.env = environment(env)
+        except UnknownEnvironment as error:
+            raise UserError(f"--env: {error}") from None
         self.settings = settings
-        self.env = env
         self.reader = ValueReader(ask)
         self.storage = storage_for(settings)
         self.s3_keys: dict | None = None
@@ -267,14 +266,14 @@ class Setup:
             lines.append(line)
 
         report(await self._storage_line())
-        async with get_client() as client:
+        async with prefect_api.connect() as client:
             for line in await prefect_api.ensure_work_pool(
                 client, self.settings.work_pool, self.settings.work_pool_type, QUEUES
             ):
                 report(line)
         if self.s3_keys is not None:
             # pylint: disable-next=import-outside-toplevel
-            from toolkit.deployer.s3_storage import (
+            from toolkit.deployer.storage.s3 import (
                 CREDENTIALS_BLOCK_TYPE,
                 S3Credentials,
             )
@@ -296,14 +295,14 @@ class Setup:
     async def _save_webhooks(self) -> list[str]:
         """Each webhook's block, then the policy that notifies it."""
         lines = []
-        async with get_client() as client:
+        async with prefect_api.connect() as client:
             for name, block in self.webhooks:
                 slug = block.get_block_type_slug()
                 lines.append(
                     f"block {slug}/{name}: {await save_if_changed(block, name)}"
                 )
-                saved = await client.read_block_document_by_name(
-                    name, slug, include_secrets=False
+                saved = await prefect_api.read_block_document(
+                    client, name, slug, include_secrets=False
                 )
                 status = await notifications.ensure_policy(client, saved.id)
                 lines.append(f"{notifications.policy_label(name)}: {status}")
@@ -338,7 +337,7 @@ def setup(  # pylint: disable=too-many-arguments
     api_url = prefect_api.require_api_url()
     asyncio.run(_check_api(api_url))  # saved secrets are read from it, too
     plan = Setup(settings, env, ask)
-    for url in notifications.notify_urls(list(webhook_urls)):
+    for url in notifications.notify_urls(list(webhook_urls), settings):
         plan.read_webhook(url)
     plan.read_storage_keys()
     for system in databases:
@@ -350,5 +349,5 @@ def setup(  # pylint: disable=too-many-arguments
 
 
 async def _check_api(api_url: str) -> None:
-    async with get_client() as client:
+    async with prefect_api.connect() as client:
         await prefect_api.check_api_reachable(client, api_url)

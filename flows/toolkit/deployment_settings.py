@@ -2,16 +2,19 @@
 
     DEPLOYMENT = util.DeploymentSettings(
         schedule="0 2 * * *", timezone="America/Denver",
-        production_parameters={"env": "prod"}, tags=("registrar",),
+        main_parameters={"env": "main"}, tags=("registrar",),
         source_systems=("Student database",), sink_systems=("Partner SFTP",),
         customer_contact="Jane Doe <jane.doe@example.edu>",
         cpu_request="500m", memory_request="1Gi",
     )
 
-Schedule, production parameters and extra tags apply on main only: a dev deployment is
+Schedule, main parameters and extra tags apply on main only: a dev deployment is
 never scheduled, and runs with the flow's defaults unless a run says otherwise. The
 cpu and memory requests apply on a Kubernetes work pool, on every branch (Kubernetes
 quantities: cpu `500m` or `2`, memory `512Mi` or `1Gi`); other pools have no such knob.
+
+`production_parameters` is the name releases before v1.3.0 gave `main_parameters`: a
+flow file that still says it works unchanged.
 """
 
 from __future__ import annotations
@@ -22,17 +25,24 @@ from typing import Any
 
 @dataclass(frozen=True)
 class DeploymentSettings:  # pylint: disable=too-many-instance-attributes
-    """A flow's production schedule and parameters, and the facts about it."""
+    """A flow's schedule and parameters on main, and the facts about it."""
 
     schedule: str | None = None
     timezone: str = "UTC"
-    production_parameters: dict[str, Any] = field(default_factory=dict)
+    main_parameters: dict[str, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     source_systems: tuple[str, ...] = ()
     sink_systems: tuple[str, ...] = ()
     customer_contact: str | None = None
     cpu_request: str | None = None
     memory_request: str | None = None
+    # The old name of main_parameters, still taken; never read after __post_init__.
+    production_parameters: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if self.production_parameters:
+            merged = {**self.production_parameters, **self.main_parameters}
+            object.__setattr__(self, "main_parameters", merged)
 
     @property
     def resource_requests(self) -> dict[str, str]:

@@ -1,64 +1,96 @@
-"""Commands about the whole repository: deploy every flow, clean up deleted branches."""
+"""`delete`, `delete-branch` and `prune`: what deploys made, removed again.
+
+Each holds the lease of the branch it removes (lease.py), so that it never removes a
+copy that a deploy of that branch is registering against.
+"""
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from prefect.client.orchestration import get_client
+from prefect import Flow
 
-from toolkit.deployer import commands, lease, prefect_api
-from toolkit.deployer.errors import UserError
+from toolkit.errors import UserError
+from toolkit.git import git_text
+from toolkit.settings import SETTINGS, Settings
+from toolkit.deployer import lease, prefect_api
+from toolkit.deployer.deploy import unchecked_plan
 from toolkit.deployer.lease import LeaseTiming
-from toolkit.deployer.plan import (
+from toolkit.deployer.naming import (
+    DEV_STAGE,
+    MAIN_STAGE,
     NAME_SEPARATOR,
+    branch_prefix_of,
+    branch_slug,
     branch_slug_of,
     deployment_name_prefix,
     dev_branches_path,
+    pointer_block_name,
     relative_storage_path,
     short_repository_name,
-    pointer_block_name,
+    stage_of,
 )
-from toolkit.deployer.repository import branch_slug, stage_of, read_repository, run_git
-from toolkit.deployer.settings import SETTINGS, Settings
+from toolkit.deployer.repository import read_repository
 from toolkit.deployer.storage import storage_for
 
-CLI_FUNCTION = "run_flow_command_line_interface"
+
+def delete(settings: Settings, flow: Flow, flow_path: Path, *, main: bool) -> bool:
+    """Remove this branch's deployment of this flow, holding the branch's lease as a
+    deploy does; the branch's storage goes with its last deployment. Whether the
+    deployment was there."""
+    # Unchecked: a flow file with a mistake in it can still have its deployment removed.
+    plan, _ = unchecked_plan(settings, flow, flow_path, None)
+    if plan.is_main and not main:
+        raise UserError(
+            f"refusing to delete {plan.name}, a deployment of main, without --main"
+        )
+    prefect_api.require_api_url()
+    timing = LeaseTiming.from_settings(settings)
+    return asyncio.run(_delete_flow_held(settings, plan, timing))
 
 
-def find_flow_files(flows_dir: Path) -> list[tuple[Path, str]]:
-    """(flow file, flow function) of each flows/*.py that ends with the command line."""
-    found = []
-    for path in sorted(flows_dir.glob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Call)
-                and getattr(node.func, "attr", "") == CLI_FUNCTION
+async def _delete_flow_held(settings: Settings, plan, timing: LeaseTiming) -> bool:
+    """The deployment, then the storage when no deployment of the branch is left:
+    under the lease, no deploy of the branch registers against the copy meanwhile."""
+    storage = storage_for(settings)
+    async with prefect_api.connect() as client:
+        try:
+            async with lease.held(
+                client, plan.pointer_block, f"branch {plan.branch}", timing
             ):
-                function = node.args[1] if len(node.args) > 1 else None
-                if isinstance(function, ast.Constant):
-                    found.append((path, function.value))
-    return found
+                existing = await prefect_api.read_deployment(client, plan)
+                deleted = existing is not None and await prefect_api.delete_deployment(
+                    client, existing.id
+                )
+                print(
+                    f"deleted {plan.flow}/{plan.name}"
+                    if deleted
+                    else f"no deployment {plan.name}"
+                )
+                remaining = await prefect_api.names_starting_with(
+                    client, branch_prefix_of(plan.name)
+                )
+                if not remaining:
+                    await storage.remove(plan.storage_location, plan.pointer_block)
+                    print(
+                        f"deleted storage {plan.storage_location} (no deployment of "
+                        f"{plan.branch} left)"
+                    )
+        except lease.LeaseBusy as busy:
+            raise _waited_too_long("delete", plan.branch, busy, timing) from None
+    return deleted
 
 
-def deploy_all(
-    settings: Settings, flows_dir: Path, docker_label: str | None, dry_run: bool
-) -> list:
-    """Deploy every flow of flows/ for the current branch through one copy; their
-    plans."""
-    flow_files = find_flow_files(flows_dir)
-    if not flow_files:
-        raise UserError(f"no flow file in {flows_dir} ends with {CLI_FUNCTION}(...)")
-    # Every plan is checked before anything is written: they share the branch's
-    # copy, so a flow refused halfway would leave the others running code it did not
-    # check.
-    flows = [(commands.load_flow(path, name), path) for path, name in flow_files]
-    return commands.deploy_flows(
-        settings, flows, docker_label=docker_label, dry_run=dry_run
+def _waited_too_long(command: str, branch: str, busy, timing: LeaseTiming) -> UserError:
+    """A removal that gave up on a branch a deploy holds: one line, nothing deleted."""
+    return UserError(
+        f"a deploy of branch {branch} has held its lease for {busy.held_seconds} s "
+        f"({busy.holder}); {command} gave up after waiting {timing.wait_seconds:g} s "
+        f"({SETTINGS['deploy_wait_seconds'].env_var}), nothing deleted: run it again "
+        "when that deploy is done"
     )
 
 
@@ -66,8 +98,8 @@ def delete_branch(
     settings: Settings, flows_dir: Path, branch: str, dry_run: bool
 ) -> list[str]:
     """Remove a dev branch's deployments, storage copy and storage block."""
-    if stage_of(branch, settings) == "main":
-        raise UserError(f"{branch} is production: its deployments are never deleted")
+    if stage_of(branch, settings.main_branch) == MAIN_STAGE:
+        raise UserError(f"{branch} is main: its deployments are never deleted")
     repository = read_repository(flows_dir, settings)
     if not dry_run:
         prefect_api.require_api_url()
@@ -83,19 +115,13 @@ async def _delete_branch_held(settings, repository_name, branch, timing, dry_run
     slug = branch_slug(branch)
     if dry_run:
         return await _delete_slugs(settings, repository_name, [slug], dry_run)
-    name = pointer_block_name(relative_storage_path(repository_name, "dev", slug))
-    async with get_client() as client:
+    name = pointer_block_name(relative_storage_path(repository_name, DEV_STAGE, slug))
+    async with prefect_api.connect() as client:
         try:
             async with lease.held(client, name, f"branch {branch}", timing):
                 return await _delete_slugs(settings, repository_name, [slug], dry_run)
         except lease.LeaseBusy as busy:
-            raise UserError(
-                f"a deploy of branch {branch} has held its lease for "
-                f"{busy.held_seconds} s ({busy.holder}); delete-branch gave up after "
-                f"waiting {timing.wait_seconds:g} s "
-                f"({SETTINGS['deploy_wait_seconds'].env_var}), nothing deleted: run "
-                "it again when that deploy is done"
-            ) from None
+            raise _waited_too_long("delete-branch", branch, busy, timing) from None
 
 
 def prune(settings: Settings, flows_dir: Path, dry_run: bool) -> list[str]:
@@ -104,7 +130,7 @@ def prune(settings: Settings, flows_dir: Path, dry_run: bool) -> list[str]:
     repository = read_repository(flows_dir, settings)
     if repository.origin_url is None:
         raise UserError("no remote named origin: cannot tell which branches are gone")
-    heads = run_git(["ls-remote", "--heads", "origin"], repository.top_level)
+    heads = git_text(repository.top_level, "ls-remote", "--heads", "origin")
     live = {
         branch_slug(line.split("refs/heads/", 1)[1])
         for line in heads.splitlines()
@@ -135,15 +161,17 @@ class _Pruning:
         """Delete the branches gone from origin, then the stale copies of the rest;
         the deployments deleted."""
         storage = storage_for(self.settings)
-        async with get_client() as client:
+        async with prefect_api.connect() as client:
             folders = await storage.entries_below(
                 self.settings.storage_location(dev_branches_path(self.repository_name))
             )
             stored = {PurePosixPath(folder).name for folder in folders}
             gone = sorted((await self._deployed_slugs(client) | stored) - live_slugs)
             deleted = await self._delete_branches(client, gone)
-            in_use = [relative_storage_path(self.repository_name, "main", "main")] + [
-                relative_storage_path(self.repository_name, "dev", slug)
+            in_use = [
+                relative_storage_path(self.repository_name, MAIN_STAGE, MAIN_STAGE)
+            ] + [
+                relative_storage_path(self.repository_name, DEV_STAGE, slug)
                 for slug in sorted(stored & live_slugs)
             ]
             stale = await self._remove_stale_copies(client, storage, in_use)
@@ -159,7 +187,7 @@ class _Pruning:
             self.repository_name, self.settings.repo_name_marker
         )
         deployments = await prefect_api.names_starting_with(
-            client, f"{short_name}{NAME_SEPARATOR}", tags=["dev"]
+            client, f"{short_name}{NAME_SEPARATOR}", tags=[DEV_STAGE]
         )
         return {branch_slug_of(deployment.name) for deployment in deployments}
 
@@ -168,7 +196,7 @@ class _Pruning:
         it is under way (a branch not yet pushed has a folder before a deployment)."""
         deleted = []
         for slug in slugs:
-            relative = relative_storage_path(self.repository_name, "dev", slug)
+            relative = relative_storage_path(self.repository_name, DEV_STAGE, slug)
             with _skipped_while_deploying(self.settings.storage_location(relative)):
                 async with self._branch_lease(client, relative):
                     deleted += await _delete_slugs(
@@ -223,14 +251,14 @@ async def _delete_slugs(settings, repository_name, slugs, dry_run) -> list[str]:
     storage = storage_for(settings)
     deleted = []
     for slug in slugs:
-        relative_storage = relative_storage_path(repository_name, "dev", slug)
-        async with get_client() as client:
+        relative_storage = relative_storage_path(repository_name, DEV_STAGE, slug)
+        async with prefect_api.connect() as client:
             doomed = await prefect_api.names_starting_with(
-                client, deployment_name_prefix(short_name, slug), tags=["dev"]
+                client, deployment_name_prefix(short_name, slug), tags=[DEV_STAGE]
             )
             for deployment in doomed:
                 if not dry_run:
-                    await client.delete_deployment(deployment.id)
+                    await prefect_api.delete_deployment(client, deployment.id)
                 print(f"{verb} deployment {deployment.name}")
                 deleted.append(deployment.name)
         location = settings.storage_location(relative_storage)
