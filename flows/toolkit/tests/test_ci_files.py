@@ -275,12 +275,15 @@ def test_the_image_installs_both_requirement_lists_and_rebuilds_on_either():
     ],
 )
 def test_deploy_jobs_run_the_commands_the_guide_gives(target, variables, command):
-    """Deploy jobs call Makefile targets; the toolkit's guide names the same commands.
+    """Deploy jobs call Makefile targets; the guide's Deployment page names the same
+    commands.
 
     The guide, not README: README is the team's and may say anything.
     """
     runs = "\n".join(workflow_runs("deploy.yml"))
     assert f"make {target}" in runs
     assert command in make_commands(target, *variables)
-    guide = (REPOSITORY_DIR / "flows" / "toolkit" / "GUIDE.md").read_text()
+    guide = (
+        REPOSITORY_DIR / "flows" / "toolkit" / "docs" / "deployment.md"
+    ).read_text()
     assert f"make {target}" in guide

@@ -1,8 +1,8 @@
-"""The guide's "Your first flow", walked on a fresh copy of the template.
+"""The guide's "Your first flow" page, walked on a new team repository.
 
-The copy is made as "Use this template" makes one. The guide's commands are run as the
-guide spells them and its code blocks are written to the files their first line names,
-so the guide and this test cannot disagree.
+The team repository is made as "Use this template" makes one. The page's commands are
+run as the page spells them and its code blocks are written to the files their first
+line names, so the page and this test cannot disagree.
 """
 
 import json
@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.ownership import read_ownership
+from toolkit.template.ownership import read_ownership
 
 REPOSITORY_DIR = Path(__file__).resolve().parents[3]
-GUIDE = REPOSITORY_DIR / "flows" / "toolkit" / "GUIDE.md"
-# The venv running these tests: the copy's `make test` uses it instead of building one.
+GUIDE = REPOSITORY_DIR / "flows" / "toolkit" / "docs" / "first-flow.md"
+# The venv running these tests: the team repository's `make test` uses it instead of
+# building one.
 VENV = REPOSITORY_DIR / ".venv"
-SECTION = "## Your first flow"
+SECTION = "# Your first flow"
 # A fenced block whose first line names the file it is: `# flows/x.py`, `-- flows/x.sql`.
 FILE_BLOCK = re.compile(
     r"^ *```(?:python|sql)\n *(?:#|--) (flows/\S+)\n(.*?)^ *```", re.M | re.S
@@ -32,7 +33,7 @@ MAKE_TEST_SECONDS = 900
 
 
 def first_flow_section() -> str:
-    """The guide's "Your first flow" section, up to the next section."""
+    """The page's "Your first flow" steps, up to its next section."""
     text = GUIDE.read_text(encoding="utf-8")
     assert SECTION in text, f"{GUIDE.name} has no {SECTION!r} section"
     return text.split(SECTION, 1)[1].split("\n## ", 1)[0]
@@ -71,7 +72,7 @@ def run(command, cwd: Path, env: dict, timeout: float = 300):
     )
 
 
-def copy_environment(tmp_path: Path) -> dict:
+def repository_environment(tmp_path: Path) -> dict:
     """This environment without CI's branch variables, make's, or flow settings."""
     env = {
         name: value
@@ -111,7 +112,7 @@ def template_files_of(repository: Path, env: dict) -> dict[str, bytes]:
     }
 
 
-def use_this_template(copy: Path, env: dict) -> dict[str, bytes]:
+def use_this_template(repository: Path, env: dict) -> dict[str, bytes]:
     """The repository's files in a new repository with a pushed main, as "Use this
     template" makes it; the bytes of each template-owned file, as copied."""
     listed = git(
@@ -121,56 +122,62 @@ def use_this_template(copy: Path, env: dict) -> dict[str, bytes]:
         source = REPOSITORY_DIR / path
         if not source.is_file():  # deleted from the working tree, not yet from git
             continue
-        (copy / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, copy / path)
-        shutil.copymode(source, copy / path)
-    origin = copy.parent / "acme-sales-flows-orders.git"
-    git("init", "-q", "--bare", "-b", "main", origin, cwd=copy.parent, env=env)
-    git("init", "-q", "-b", "main", cwd=copy, env=env)
-    git("add", "-A", cwd=copy, env=env)
-    git("commit", "-q", "-m", "Use this template", cwd=copy, env=env)
-    git("remote", "add", "origin", origin, cwd=copy, env=env)
-    git("push", "-q", "-u", "origin", "main", cwd=copy, env=env)
-    return template_files_of(copy, env)
+        (repository / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, repository / path)
+        shutil.copymode(source, repository / path)
+    origin = repository.parent / "acme-sales-flows-orders.git"
+    git("init", "-q", "--bare", "-b", "main", origin, cwd=repository.parent, env=env)
+    git("init", "-q", "-b", "main", cwd=repository, env=env)
+    git("add", "-A", cwd=repository, env=env)
+    git("commit", "-q", "-m", "Use this template", cwd=repository, env=env)
+    git("remote", "add", "origin", origin, cwd=repository, env=env)
+    git("push", "-q", "-u", "origin", "main", cwd=repository, env=env)
+    return template_files_of(repository, env)
 
 
 @pytest.mark.timeout(MAKE_TEST_SECONDS + 300)
 def test_the_first_flow_of_the_guide_passes_make_test_and_plans(tmp_path):
-    """Deleting the example and writing the guide's flow gives a copy that passes
-    `make test` and plans a dev deployment, without editing a template file."""
+    """Deleting the example and writing the guide's flow gives a team repository that
+    passes `make test` and plans a dev deployment, without editing a template file."""
     section = first_flow_section()
-    env = copy_environment(tmp_path)
-    copy = tmp_path / "acme-sales-flows-orders"
-    template_files = use_this_template(copy, env)
+    env = repository_environment(tmp_path)
+    repository = tmp_path / "acme-sales-flows-orders"
+    template_files = use_this_template(repository, env)
 
-    delete_the_example(section, copy, env)
-    new_test = write_the_flow(section, copy)
-    output = check(section, copy, env)
+    delete_the_example(section, repository, env)
+    new_test = write_the_flow(section, repository)
+    output = check(section, repository, env)
     assert f"test_orders_flow.py::{new_test} PASSED" in output
-    plan = plan_from_a_branch(section, copy, env)
+    plan = plan_from_a_branch(section, repository, env)
 
     assert plan["flow"] == "orders-flow"
     assert plan["entrypoint"] == "orders_flow.py:orders_flow"
     assert plan["name"] == "orders | my-first-flow | orders_flow"
     assert plan["stage"] == "dev"
-    for deployed in ("orders_flow.py", "sql/orders.sql", "toolkit/cli.py"):
+    for deployed in ("orders_flow.py", "sql/orders.sql", "toolkit/cli/__init__.py"):
         assert deployed in plan["files"], deployed
-    for left_out in ("example_flow.py", "sample_data.py", "toolkit/GUIDE.md"):
+    for left_out in (
+        "example_flow.py",
+        "sample_data.py",
+        "toolkit/docs/index.md",
+        "toolkit/deployer/deploy.py",
+        "toolkit/template/upgrade.py",
+    ):
         assert left_out not in plan["files"], left_out
-    now = template_files_of(copy, env)
+    now = template_files_of(repository, env)
     assert sorted(now) == sorted(template_files), "template files added or removed"
     changed = [path for path, data in template_files.items() if now[path] != data]
     assert not changed, f"template files edited: {changed}"
 
 
-def delete_the_example(section: str, copy: Path, env: dict) -> None:
+def delete_the_example(section: str, repository: Path, env: dict) -> None:
     """Step 1: the guide's `git rm` command."""
-    removed = run(guide_command(section, "git rm "), copy, env)
+    removed = run(guide_command(section, "git rm "), repository, env)
     assert removed.returncode == 0, removed.stdout
-    assert not (copy / "flows" / "example_flow.py").exists()
+    assert not (repository / "flows" / "example_flow.py").exists()
 
 
-def write_the_flow(section: str, copy: Path) -> str:
+def write_the_flow(section: str, repository: Path) -> str:
     """Step 2: the guide's three files, written where they say; the new test's name."""
     files = guide_files(section)
     assert sorted(files) == [
@@ -179,34 +186,35 @@ def write_the_flow(section: str, copy: Path) -> str:
         "flows/tests/test_orders_flow.py",
     ]
     for path, text in files.items():
-        (copy / path).parent.mkdir(parents=True, exist_ok=True)
-        (copy / path).write_text(text, encoding="utf-8")
+        (repository / path).parent.mkdir(parents=True, exist_ok=True)
+        (repository / path).write_text(text, encoding="utf-8")
     test_text = files["flows/tests/test_orders_flow.py"]
     return re.search(r"^def (test_\w+)", test_text, re.M).group(1)
 
 
-def check(section: str, copy: Path, env: dict) -> str:
-    """Step 3, first half: `make test` in the copy, with this venv; its output."""
+def check(section: str, repository: Path, env: dict) -> str:
+    """Step 3, first half: `make test` in the team repository, with this venv."""
     assert guide_command(section, "make test") == ["make", "test"]
     started = time.monotonic()
-    # -o: the venv is this one, already installed; never rebuild it from the copy.
+    # -o: the venv is this one, already installed; never rebuild it here.
     checked = run(
         ["make", "test", f"VENV={VENV}", "-o", f"{VENV}/.installed"],
-        copy,
+        repository,
         env,
         timeout=MAKE_TEST_SECONDS,
     )
-    print(f"\nmake test in the copy took {time.monotonic() - started:.1f} s")
+    seconds = time.monotonic() - started
+    print(f"\nmake test in the team repository took {seconds:.1f} s")
     assert checked.returncode == 0, checked.stdout[-6000:]
     return checked.stdout
 
 
-def plan_from_a_branch(section: str, copy: Path, env: dict) -> dict:
+def plan_from_a_branch(section: str, repository: Path, env: dict) -> dict:
     """Step 3, second half: a branch, then `deploy --dry-run`; the printed plan."""
-    switched = run(guide_command(section, "git switch "), copy, env)
+    switched = run(guide_command(section, "git switch "), repository, env)
     assert switched.returncode == 0, switched.stdout
     dry_run = guide_command(section, "python3 flows/orders_flow.py deploy --dry-run")
-    planned = run([sys.executable, *dry_run[1:]], copy, env)
+    planned = run([sys.executable, *dry_run[1:]], repository, env)
     assert planned.returncode == 0, planned.stdout
     start = planned.stdout.index("{")
     plan, _ = json.JSONDecoder().raw_decode(planned.stdout, start)

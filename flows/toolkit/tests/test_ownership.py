@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.deployer.errors import UserError
-from toolkit.ownership import (
+from toolkit.errors import UserError
+from toolkit.template.ownership import (
     PATHS_FILE,
     Ownership,
     read_ownership,
@@ -67,15 +67,15 @@ def test_the_template_claims_no_team_file():
 
 
 def test_the_template_settings_name_no_example():
-    """pyproject.toml is the template's: a copy deletes the example it would name."""
+    """pyproject.toml is the template's: a team repository deletes the example it would name."""
     text = (REPOSITORY_DIR / "pyproject.toml").read_text(encoding="utf-8")
     assert "example_flow" not in text
 
 
-# What the template may say of the example: the guide tells how to delete it, and the
-# tests of the upgrade and of day one delete it from a copy.
+# What the template may say of the example: the guide's first page tells how to delete
+# it, and the tests of the upgrade and of day one delete it from a team repository.
 MAY_NAME_THE_EXAMPLE = {
-    "flows/toolkit/GUIDE.md",
+    "flows/toolkit/docs/first-flow.md",
     "flows/toolkit/tests/test_first_flow.py",
     "flows/toolkit/tests/test_ownership.py",
     "flows/toolkit/tests/test_upgrade.py",
@@ -83,7 +83,7 @@ MAY_NAME_THE_EXAMPLE = {
 
 
 def test_no_template_file_names_a_team_module():
-    """The template's files work in a copy without the example: none names its
+    """The template's files work in a team repository without the example: none names its
     modules (the Makefile's demo finds the first flow file, the benchmarks and tests
     use the toolkit's fixture flow)."""
     ownership = read_ownership(REPOSITORY_DIR)
