@@ -1,0 +1,340 @@
+"""Drop folders: where partners leave files, and how a run takes only complete ones.
+
+A drop folder is a local folder, an SFTP folder, or an S3 prefix (toolkit.object_storage
+implements the last with the same methods). Each lists the files directly in it by a
+glob pattern, streams one with bounded memory, and moves one to a name below it
+(`processed/<day>/x.csv`, `failed/x.csv`) without ever overwriting.
+
+A file is complete ("settled") when its marker file is present (`x.csv.done`, for
+partners that write one), or else when its size and modification time did not change
+across a settle interval. A file still growing is left for the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fnmatch
+import os
+import posixpath
+import stat
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO, Callable, ContextManager, Iterator, Protocol
+
+import paramiko
+
+from toolkit.logs import run_logger
+from toolkit.sftp import SftpConnection, make_remote_dirs, open_sftp
+from toolkit.streams import CHUNK_BYTES
+
+# Bytes an SFTP read asks for ahead of what the load has consumed: paramiko's
+# prefetch of a whole file would hold all of it in memory when the load is slower.
+SFTP_READ_AHEAD_BYTES = 8 * CHUNK_BYTES
+
+
+@dataclass(frozen=True)
+class DroppedFile:
+    """A file in a drop folder as listed: its name relative to the folder, size in
+    bytes, and modification time (timezone-aware UTC)."""
+
+    name: str
+    size: int
+    modified: datetime
+
+
+class DropFolder(Protocol):
+    """Where a partner drops files: a local folder, an SFTP folder, an S3 prefix."""
+
+    def describe(self) -> str:
+        """Where the folder is ("sftp://host:22/incoming", "/data/drop"): the
+        ledger's source."""
+
+    def list_files(self, pattern: str) -> list[DroppedFile]:
+        """Files directly in the folder whose name matches the glob `pattern`."""
+
+    def open_file(self, name: str) -> ContextManager[BinaryIO]:
+        """A streaming binary reader of `name`, bounded in memory."""
+
+    def exists(self, name: str) -> bool:
+        """Whether `name` (relative, may include a subfolder) exists."""
+
+    def move(self, name: str, destination: str) -> None:
+        """Move `name` to `destination` (relative), creating its parent folders;
+        FileExistsError if `destination` exists: never overwrites."""
+
+    def remove(self, name: str) -> None:
+        """Remove `name`."""
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    """Glob match as a shell does it: a leading dot (hidden, or a partial upload
+    such as `.x.csv.part-1a2b`) is matched only by a pattern that starts with one."""
+    if name.startswith(".") and not pattern.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
+
+
+class LocalDropFolder:
+    """A folder on this machine (or a mounted share)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser().resolve()
+
+    def describe(self) -> str:
+        """The folder's address, the ledger's source."""
+        return str(self.path)
+
+    def list_files(self, pattern: str) -> list[DroppedFile]:
+        """Files directly here whose name matches `pattern`, by name."""
+        found = []
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False) and name_matches(
+                    entry.name, pattern
+                ):
+                    info = entry.stat(follow_symlinks=False)
+                    found.append(
+                        DroppedFile(entry.name, info.st_size, _utc(info.st_mtime))
+                    )
+        return sorted(found, key=lambda dropped: dropped.name)
+
+    def open_file(self, name: str) -> ContextManager[BinaryIO]:
+        """A streaming binary reader of `name`."""
+        return open(self.path / name, "rb", buffering=CHUNK_BYTES)
+
+    def exists(self, name: str) -> bool:
+        """Whether `name` (relative) exists."""
+        return (self.path / name).exists()
+
+    def move(self, name: str, destination: str) -> None:
+        """Move `name` to `destination`; FileExistsError if it exists."""
+        target = self.path / destination
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # A hard link fails on an existing name, in one step: never overwrites.
+            os.link(self.path / name, target)
+        except FileExistsError:
+            raise
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
+                raise
+            # A file system without hard links: check, then rename.
+            if target.exists():
+                raise FileExistsError(
+                    errno.EEXIST, "destination exists", str(target)
+                ) from error
+            os.rename(self.path / name, target)
+            return
+        os.unlink(self.path / name)
+
+    def remove(self, name: str) -> None:
+        """Remove `name`."""
+        (self.path / name).unlink()
+
+
+class _SftpReader(contextlib.AbstractContextManager):
+    """A raw reader of a remote file that asks for SFTP_READ_AHEAD_BYTES at a time
+    in pipelined requests: fast as a prefetch, bounded in memory whatever the size."""
+
+    def __init__(self, remote_file: paramiko.SFTPFile, size: int):
+        self._file = remote_file
+        self._size = size
+        self._offset = 0
+        self._pending: Iterator[bytes] = iter(())
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes (a whole window's piece when -1); b"" at the end."""
+        piece = next(self._pending, None)
+        if piece is None:
+            if self._offset >= self._size:
+                return b""  # the size listed: bytes a partner adds later wait
+            window = min(SFTP_READ_AHEAD_BYTES, self._size - self._offset)
+            chunks = [
+                (start, min(CHUNK_BYTES, self._offset + window - start))
+                for start in range(self._offset, self._offset + window, CHUNK_BYTES)
+            ]
+            self._offset += window
+            self._pending = iter(self._file.readv(chunks))
+            piece = next(self._pending, b"")
+        if 0 < size < len(piece):
+            rest = piece[size:]
+            self._pending = _prepend(rest, self._pending)
+            return piece[:size]
+        return piece
+
+    def __exit__(self, *exc_info) -> None:
+        self._file.close()
+
+
+def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
+
+
+class SftpDropFolder:
+    """A folder on an SFTP server. One session serves the calls of a run: opened at
+    the first call, opened again if it broke, closed by close() or `with`."""
+
+    def __init__(self, connection: SftpConnection, folder: str = "."):
+        self.connection = connection
+        self.folder = folder
+        self._session: contextlib.ExitStack | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    def __enter__(self) -> "SftpDropFolder":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session, if one is open."""
+        if self._session is not None:
+            with contextlib.suppress(Exception):
+                self._session.close()
+        self._session = self._sftp = None
+
+    def _client(self) -> paramiko.SFTPClient:
+        if self._sftp is not None:
+            channel = self._sftp.get_channel()
+            if channel.closed or not channel.get_transport().is_active():
+                self.close()
+        if self._sftp is None:
+            session = contextlib.ExitStack()
+            self._sftp = session.enter_context(open_sftp(self.connection))
+            self._session = session
+        return self._sftp
+
+    def _path(self, name: str) -> str:
+        return posixpath.join(self.connection.remote_path(self.folder), name)
+
+    def describe(self) -> str:
+        """The folder's address, the ledger's source."""
+        connection = self.connection
+        where = posixpath.normpath(connection.remote_path(self.folder))
+        return f"sftp://{connection.host}:{connection.port}/{where.lstrip('/')}"
+
+    def list_files(self, pattern: str) -> list[DroppedFile]:
+        """Files directly here whose name matches `pattern`, by name."""
+        found = [
+            DroppedFile(entry.filename, entry.st_size, _utc(entry.st_mtime))
+            for entry in self._client().listdir_attr(self._path(""))
+            if stat.S_ISREG(entry.st_mode or 0)
+            and name_matches(entry.filename, pattern)
+        ]
+        return sorted(found, key=lambda dropped: dropped.name)
+
+    @contextlib.contextmanager
+    def open_file(self, name: str) -> Iterator[BinaryIO]:
+        """A streaming binary reader of `name`."""
+        sftp = self._client()
+        path = self._path(name)
+        size = sftp.stat(path).st_size
+        with _SftpReader(sftp.open(path, "rb", bufsize=CHUNK_BYTES), size) as reader:
+            yield reader
+
+    def exists(self, name: str) -> bool:
+        """Whether `name` (relative) exists."""
+        try:
+            self._client().stat(self._path(name))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def move(self, name: str, destination: str) -> None:
+        """Move `name` to `destination`; FileExistsError if it exists."""
+        sftp = self._client()
+        target = self._path(destination)
+        make_remote_dirs(sftp, posixpath.dirname(target))
+        if self.exists(destination):
+            raise FileExistsError(errno.EEXIST, "destination exists", target)
+        # SFTP's plain rename refuses an existing target (OpenSSH links, then
+        # unlinks): unlike posix-rename it never overwrites.
+        sftp.rename(self._path(name), target)
+
+    def remove(self, name: str) -> None:
+        """Remove `name`."""
+        self._client().remove(self._path(name))
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A listing sorted out: the files to take, and those left with the reason."""
+
+    taken: list[DroppedFile]
+    left: list[tuple[DroppedFile, str]]
+
+
+def settle(
+    folder: DropFolder,
+    pattern: str,
+    settle_seconds: float = 10.0,
+    marker_suffix: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Settled:
+    """The files of `folder` matching `pattern` that are complete.
+
+    With `marker_suffix` (".done"), a file is complete when `<name><suffix>` is
+    listed beside it. Else a file is complete when its size and modification time
+    are the same after `settle_seconds`; one still growing is left, with a log line.
+    """
+    if marker_suffix:
+        return _settle_by_marker(folder, pattern, marker_suffix)
+    before = {dropped.name: dropped for dropped in folder.list_files(pattern)}
+    if before and settle_seconds > 0:
+        sleep(settle_seconds)
+    after = {dropped.name: dropped for dropped in folder.list_files(pattern)}
+    taken, left = [], []
+    for name, first in sorted(before.items()):
+        second = after.get(name)
+        if second is None:
+            continue  # gone meanwhile (another run took it): nothing to say
+        if (second.size, second.modified) == (first.size, first.modified):
+            taken.append(second)
+        else:
+            reason = (
+                f"still growing ({first.size:,} then {second.size:,} bytes "
+                f"over {settle_seconds:g} s): left for the next run"
+            )
+            run_logger().info("%s: %s", name, reason)
+            left.append((second, reason))
+    return Settled(taken, left)
+
+
+def _settle_by_marker(folder: DropFolder, pattern: str, suffix: str) -> Settled:
+    listed = folder.list_files(pattern)
+    names = {dropped.name for dropped in listed}
+    taken, left = [], []
+    for dropped in listed:
+        if dropped.name.endswith(suffix) and dropped.name[: -len(suffix)] in names:
+            continue  # a marker matched by the pattern is not a file to load
+        if dropped.name + suffix in names or folder.exists(dropped.name + suffix):
+            taken.append(dropped)
+        else:
+            reason = f"no marker {dropped.name}{suffix} yet: left for the next run"
+            run_logger().info("%s: %s", dropped.name, reason)
+            left.append((dropped, reason))
+    return Settled(taken, left)
+
+
+def move_without_overwrite(folder: DropFolder, name: str, destination_dir: str) -> str:
+    """Move `name` into `destination_dir` (relative); if the name is taken there,
+    into `<stem>.2<suffix>`, `.3`, ...: an earlier file is never overwritten. The
+    destination used."""
+    stem, suffix = posixpath.splitext(name)
+    for attempt in range(1, 1000):
+        candidate = name if attempt == 1 else f"{stem}.{attempt}{suffix}"
+        destination = posixpath.join(destination_dir, candidate)
+        try:
+            folder.move(name, destination)
+        except FileExistsError:
+            continue
+        return destination
+    raise FileExistsError(errno.EEXIST, "no free name left", destination_dir)
