@@ -1,0 +1,178 @@
+"""Inbound runs against a real Prefect API, PostgreSQL and sshd: files listed, settled,
+loaded once each, archived; one bad file fails the run at the end, not the others."""
+
+import asyncio
+import json
+import os
+from datetime import datetime, timezone
+
+import pytest
+from conftest import fresh_database, sftp_connection_to
+from prefect import flow, get_client
+from prefect.blocks.system import Secret
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
+from sqlalchemy import text
+
+from toolkit import inbound
+from toolkit import pickup
+from toolkit.database import DatabaseConnection
+from toolkit.inbound import PickupRules
+from toolkit.loading import LoadPlan
+
+pytestmark = [pytest.mark.inbound, pytest.mark.usefixtures("prefect_api_url")]
+
+HEADER = "order_id,customer,amount\n"
+GOOD = {
+    "a.csv": HEADER + '1,"acme",1.50\n2,"globex",2.25\n',
+    "b.csv": HEADER + '3,"initech",3.00\n',
+}
+BAD = HEADER + '4,"umbrella",4.00\n5,"hooli",five\n'
+TODAY = datetime.now(timezone.utc).date().isoformat()
+NO_WAIT = PickupRules(settle_seconds=0)
+
+
+@pytest.fixture
+def target(postgres):
+    """A PostgreSQL database with an orders table, as a connection block."""
+    engine = fresh_database(postgres, "inbound_tests")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE orders (order_id int PRIMARY KEY, customer text,"
+                " amount numeric(10, 2))"
+            )
+        )
+    yield DatabaseConnection(
+        url=postgres.url(password=False, database="inbound_tests"),
+        password=Secret(value=postgres.password),
+    ), engine
+    engine.dispose()
+
+
+@flow
+def inbound_run(folder, target, plan, rules, key=None):
+    """A flow around the helper, as a team's flow calls it."""
+    return inbound.pick_up_and_load(folder, target, plan, rules, artifact_key=key)
+
+
+def ids_in(engine) -> list[int]:
+    """The order ids in the target, sorted."""
+    with engine.connect() as connection:
+        return [
+            row[0]
+            for row in connection.execute(
+                text("SELECT order_id FROM orders ORDER BY 1")
+            )
+        ]
+
+
+def files_under(path) -> list[str]:
+    """Every file below `path`, relative."""
+    return sorted(
+        os.path.relpath(os.path.join(root, name), path)
+        for root, _, names in os.walk(path)
+        for name in names
+    )
+
+
+@pytest.mark.parametrize("where", ["local", "sftp"])
+def test_good_files_load_and_a_bad_one_fails_the_run_at_the_end(
+    target, where, tmp_path, request
+):
+    """Two good files load and move to processed/<day>/; the bad one fails the run,
+    named with its line, and moves to failed/; the artifact lists all three."""
+    block, engine = target
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    for name, content in {**GOOD, "c.csv": BAD}.items():
+        (drop / name).write_text(content)
+    if where == "local":
+        folder = pickup.LocalDropFolder(drop)
+    else:
+        sshd = request.getfixturevalue("sshd")
+        folder = pickup.SftpDropFolder(sftp_connection_to(sshd, str(drop)))
+    rules = PickupRules(settle_seconds=0, on_failure="move")
+    key = f"inbound-test-{where}"
+
+    state = inbound_run(
+        folder, block, LoadPlan("orders"), rules, key, return_state=True
+    )
+
+    assert state.is_failed()
+    assert "1 of 3 files not loaded: c.csv" in state.message
+    assert "line 3, column amount, value 'five'" in state.message
+    assert ids_in(engine) == [1, 2, 3]
+    assert files_under(drop) == [
+        "failed/c.csv",
+        f"processed/{TODAY}/a.csv",
+        f"processed/{TODAY}/b.csv",
+    ]
+    artifact = asyncio.run(latest_artifact(key))
+    rows = (
+        json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    )
+    outcomes = {row["file"]: row["outcome"] for row in rows}
+    assert outcomes == {"a.csv": "loaded", "b.csv": "loaded", "c.csv": "failed"}
+
+
+async def latest_artifact(key: str):
+    """The newest artifact of `key`."""
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    return found[0]
+
+
+def test_a_file_delivered_again_only_moves(target, tmp_path):
+    """The same file dropped again (the partner resent it) is not loaded twice: the
+    run skips it, says why, and archives it beside the first without overwriting."""
+    block, engine = target
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "a.csv").write_text(GOOD["a.csv"])
+    folder = pickup.LocalDropFolder(drop)
+    first = inbound_run(folder, block, LoadPlan("orders"), NO_WAIT)
+    (drop / "a.csv").write_text(GOOD["a.csv"])
+    second = inbound_run(folder, block, LoadPlan("orders"), NO_WAIT)
+    assert [r.outcome for r in first + second] == ["loaded", "skipped"]
+    assert "already loaded" in second[0].reason
+    assert ids_in(engine) == [1, 2]
+    assert files_under(drop) == [
+        f"processed/{TODAY}/a.2.csv",
+        f"processed/{TODAY}/a.csv",
+    ]
+
+
+def test_remove_after_load_and_leave_on_failure(target, tmp_path):
+    """after_load=remove removes loaded files; on_failure=leave keeps a bad one."""
+    block, _ = target
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "a.csv").write_text(GOOD["a.csv"])
+    (drop / "c.csv").write_text(BAD)
+    rules = PickupRules(settle_seconds=0, after_load="remove", on_failure="leave")
+    state = inbound_run(
+        pickup.LocalDropFolder(drop),
+        block,
+        LoadPlan("orders"),
+        rules,
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert os.listdir(drop) == ["c.csv"]
+
+
+def test_mistaken_rules_fail_before_any_file_is_read(target, tmp_path):
+    """A mode or a rule that is none of the choices: a clear message, nothing read."""
+    block, _ = target
+    folder = pickup.LocalDropFolder(tmp_path)
+    with pytest.raises(ValueError, match="upsert needs a key"):
+        inbound.pick_up_and_load(folder, block, LoadPlan("orders", "upsert"))
+    with pytest.raises(ValueError, match="after_load 'archive': move or remove"):
+        inbound.pick_up_and_load(
+            folder, block, LoadPlan("orders"), PickupRules(after_load="archive")
+        )

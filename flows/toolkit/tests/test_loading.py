@@ -1,0 +1,192 @@
+"""Loading CSV files into a real PostgreSQL and into SQLite: modes, the header, bad
+values, exact values, and the ledger that makes a second load of a file a no-op."""
+
+import io
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+from conftest import fresh_database
+from sqlalchemy import create_engine, text
+
+from toolkit import delivery
+from toolkit import ledger
+from toolkit import loading
+from toolkit.loading import LoadPlan
+
+pytestmark = pytest.mark.inbound
+
+CREATE_PAYMENTS = """
+CREATE TABLE payments (
+    id integer PRIMARY KEY, student text NOT NULL, amount numeric(12, 2),
+    day text, paid_at timestamp, note text
+)
+"""
+HEADER = "id,student,amount,day,paid_at,note\n"
+MONDAY = HEADER + (
+    '1,"ada",12.50,2024-08-01,2024-08-01 08:00:00.000000,""\n'
+    '2,"alan",-3.00,2024-08-01,2024-08-01 08:00:01.500000,\n'
+)
+TUESDAY = HEADER + (
+    '2,"alan",4.25,2024-08-02,2024-08-02 09:00:00.000000,"late"\n'
+    '3,"grace",7.00,2024-08-02,2024-08-02 09:30:00.250000,"x, y"\n'
+)
+MODIFIED = datetime(2024, 8, 2, 6, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def engine(request, tmp_path):
+    """An empty payments table in PostgreSQL (COPY) or SQLite (the slower path)."""
+    if request.param == "postgresql":
+        made = fresh_database(request.getfixturevalue("postgres"), "loading_tests")
+    else:
+        made = create_engine(f"sqlite:///{tmp_path / 'target.sqlite'}")
+    with made.begin() as connection:
+        connection.execute(text(CREATE_PAYMENTS))
+    yield made
+    made.dispose()
+
+
+def load(engine, content: str, plan: LoadPlan, name: str = "payments.csv"):
+    """Load `content` as the file `name`."""
+    listing = loading.Listing("/drop", name, len(content), MODIFIED)
+    return loading.load_stream(
+        engine, io.BytesIO(content.encode()), plan, listing, flow_run_id="run-1"
+    )
+
+
+def rows_of(engine) -> list[tuple]:
+    """The payments, by id, amounts as text (SQLite's numbers are its own)."""
+    with engine.connect() as connection:
+        found = connection.execute(
+            text("SELECT id, student, amount, day, note FROM payments ORDER BY id")
+        )
+        return [(i, s, str(a), d, n) for i, s, a, d, n in found]
+
+
+def test_append_then_upsert_keeps_one_row_per_key(engine):
+    """Append loads every row; an upsert replaces the rows of its keys, adds others."""
+    first = load(engine, MONDAY, LoadPlan("payments"))
+    second = load(engine, TUESDAY, LoadPlan("payments", "upsert", ("id",)), "t.csv")
+    assert (first.rows, first.loaded, second.rows) == (2, True, 2)
+    found = rows_of(engine)
+    assert [row[:2] for row in found] == [(1, "ada"), (2, "alan"), (3, "grace")]
+    assert found[0][4] == "" and found[1][4] == "late" and found[2][4] == "x, y"
+    assert Decimal(found[1][2]) == Decimal("4.25")
+
+
+def test_replace_deletes_what_the_condition_selects(engine):
+    """replace: the rows of the file's day go, the file's rows come, the rest stays."""
+    load(engine, MONDAY, LoadPlan("payments"))
+    load(engine, TUESDAY.replace("2,", "5,", 1), LoadPlan("payments"), "t.csv")
+    plan = LoadPlan(
+        "payments",
+        "replace",
+        replace_where="day IN (SELECT day FROM flows_staged)",
+    )
+    load(engine, HEADER + '9,"edsger",1.00,2024-08-02,,\n', plan, "fix.csv")
+    assert [row[0] for row in rows_of(engine)] == [1, 2, 9]
+
+
+def test_truncate_leaves_only_the_file(engine):
+    """truncate: the table holds the file's rows only."""
+    load(engine, MONDAY, LoadPlan("payments"))
+    load(engine, TUESDAY, LoadPlan("payments", "truncate"), "t.csv")
+    assert [row[0] for row in rows_of(engine)] == [2, 3]
+
+
+def test_the_same_content_loads_once(engine):
+    """A second load of the same bytes (another name too) is rolled back: the table
+    and the ledger hold it once; a changed file of the same name loads."""
+    assert load(engine, MONDAY, LoadPlan("payments")).loaded
+    again = load(engine, MONDAY, LoadPlan("payments"), "copy-of-payments.csv")
+    assert not again.loaded and "already loaded" in again.reason
+    changed = MONDAY.replace("\n1,", "\n7,").replace("\n2,", "\n8,")
+    assert load(engine, changed, LoadPlan("payments")).loaded
+    with engine.connect() as connection:
+        entries = connection.execute(
+            text("SELECT path, rows, mode, flow_run_id FROM flows_inbound_ledger")
+        ).all()
+    assert sorted(entries) == [("payments.csv", 2, "append", "run-1")] * 2
+    assert [row[0] for row in rows_of(engine)] == [1, 2, 7, 8]
+
+
+def test_header_mismatch_names_the_columns_and_loads_nothing(engine):
+    """A missing and an unknown column: one line naming both, nothing written."""
+    content = "id,student,amount,day,paid,note\n1,a,1,d,,\n"
+    with pytest.raises(loading.BadFile) as raised:
+        load(engine, content, LoadPlan("payments"))
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "missing: paid_at" in message and "unknown: paid" in message
+    assert rows_of(engine) == []
+
+
+@pytest.mark.parametrize("mode", ["append", "upsert"])
+def test_bad_value_names_line_column_value(engine, mode):
+    """A bad number on line 3: the error names it, and no row of the file is kept."""
+    content = MONDAY + '3,"grace",twelve,2024-08-01,,\n'
+    plan = LoadPlan("payments", mode, ("id",) if mode == "upsert" else ())
+    with pytest.raises(loading.BadFile) as raised:
+        load(engine, content, plan)
+    message = str(raised.value)
+    assert "line 4, column amount, value 'twelve'" in message
+    assert rows_of(engine) == []
+    with engine.connect() as connection:
+        assert not connection.execute(ledger.LEDGER.select()).all()
+
+
+def test_malformed_line_fails_the_file(engine):
+    """A line with a field too few fails the file; nothing is kept."""
+    with pytest.raises(loading.BadFile):
+        load(engine, MONDAY + "3,grace\n", LoadPlan("payments"))
+    assert rows_of(engine) == []
+
+
+def test_outbound_file_round_trips_exactly(postgres, tmp_path):
+    """What a delivery writes (exact numerics, times with fraction and zone) loads
+    back into the same table as the same values."""
+    engine = fresh_database(postgres, "loading_exact")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE source_values (id int, amount numeric(38, 10),"
+                " happened timestamp, zoned timestamptz, name text);"
+                "INSERT INTO source_values VALUES"
+                " (1, 12345678901234567890.1234567890, '2024-01-01 08:00:02.5',"
+                "  '2024-01-01 08:00:00.000001+02', 'a \"quoted\", name'),"
+                " (2, NULL, NULL, NULL, ''), (3, 0.0000000001, NULL, NULL, NULL);"
+                "CREATE TABLE loaded_values (LIKE source_values)"
+            )
+        )
+    sink = delivery.LocalFolderSink(str(tmp_path))
+    delivery.deliver_query_as_is.fn(
+        engine, "SELECT * FROM source_values ORDER BY id", sink, "values.csv"
+    )
+    content = (tmp_path / "values.csv").read_text()
+    assert load(engine, content, LoadPlan("loaded_values"), "values.csv").rows == 3
+    with engine.connect() as connection:
+        differences = connection.execute(
+            text(
+                "SELECT count(*) FROM (SELECT * FROM source_values"
+                " EXCEPT SELECT * FROM loaded_values) AS d"
+            )
+        ).scalar()
+        names = connection.execute(
+            text("SELECT name IS NULL, name FROM loaded_values ORDER BY id")
+        ).all()
+    assert differences == 0
+    assert names == [(False, 'a "quoted", name'), (False, ""), (True, None)]
+    engine.dispose()
+
+
+def test_run_sql_binds_parameters(postgres):
+    """A step before or after a load: a statement with bound parameters."""
+    engine = fresh_database(postgres, "loading_sql")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (day text)"))
+        connection.execute(text("INSERT INTO t VALUES ('a'), ('b'), ('b')"))
+    assert loading.run_sql.fn(engine, "DELETE FROM t WHERE day = :day", {"day": "b"})
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT day FROM t")).all() == [("a",)]
+    engine.dispose()
