@@ -60,10 +60,22 @@ def quiet_environment(**overrides: str) -> dict[str, str]:
     }
 
 
-def start_server(home: Path, port: int) -> tuple[subprocess.Popen | None, str]:
+# Events on, and the triggers service that runs automations: failure notifications
+# then go through automations, as on Prefect Cloud.
+EVENTS_ON = {
+    "PREFECT_EXPERIMENTAL_EVENTS": "true",
+    "PREFECT_API_SERVICES_TRIGGERS_ENABLED": "true",
+}
+
+
+def start_server(
+    home: Path, port: int, events: bool = True
+) -> tuple[subprocess.Popen | None, str]:
     """Start a server keeping its state in `home`, or reuse one healthy on `port`.
 
-    Returns the process it started (None when reused) and the API address.
+    With `events`, the server runs automations, as Prefect Cloud does; without, it
+    is a 2.20 server as installed, with notification policies only. Returns the
+    process it started (None when reused) and the API address.
     """
     url = api_url(port)
     if is_healthy(url):
@@ -75,7 +87,11 @@ def start_server(home: Path, port: int) -> tuple[subprocess.Popen | None, str]:
             + ["--port", str(port)],
             # The server builds the links of its notifications from PREFECT_UI_URL;
             # unset, they read http://ephemeral-prefect/...
-            env=quiet_environment(PREFECT_HOME=str(home), PREFECT_UI_URL=ui_url(port)),
+            env=quiet_environment(
+                PREFECT_HOME=str(home),
+                PREFECT_UI_URL=ui_url(port),
+                **(EVENTS_ON if events else {}),
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -211,7 +227,8 @@ def serving(home: Path, port: int) -> Iterator[str]:
     # pylint: disable=import-outside-toplevel
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    process, url = start_server(home, port)
+    # Events off: a benchmark measures the toolkit, not the server's event services.
+    process, url = start_server(home, port, events=False)
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url
     try:

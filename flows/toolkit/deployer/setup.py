@@ -293,9 +293,15 @@ class Setup:
         return lines
 
     async def _save_webhooks(self) -> list[str]:
-        """Each webhook's block, then the policy that notifies it."""
+        """Each webhook's block, then the automation (or, where the API serves none,
+        the policy) that notifies it."""
         lines = []
+        if not self.webhooks:
+            return lines
         async with prefect_api.connect() as client:
+            automations = await prefect_api.serves_automations(client)
+            if not automations:
+                lines.append(f"note: {notifications.FALLBACK_NOTE}")
             for name, block in self.webhooks:
                 slug = block.get_block_type_slug()
                 lines.append(
@@ -304,8 +310,11 @@ class Setup:
                 saved = await prefect_api.read_block_document(
                     client, name, slug, include_secrets=False
                 )
-                status = await notifications.ensure_policy(client, saved.id)
-                lines.append(f"{notifications.policy_label(name)}: {status}")
+                lines.append(
+                    await notifications.ensure_notification(
+                        client, name, saved.id, automations
+                    )
+                )
         return lines
 
     async def _storage_line(self) -> str:

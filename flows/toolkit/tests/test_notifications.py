@@ -1,6 +1,8 @@
-"""`setup --notify URL`: failure notifications sent by the real server's own service.
+"""`setup --notify URL`: failure notifications sent by the real server's own services.
 
-The server's notification service polls its queue every 4 s; a tiny HTTP receiver on
+Two paths, each end to end: an automation on a server with events on (as Prefect
+Cloud has them), and a flow-run notification policy on the suite's 2.20 server
+without events (its notification service polls every 4 s). A tiny HTTP receiver on
 127.0.0.1 stands for the team's chat webhook.
 """
 
@@ -16,9 +18,12 @@ from conftest import git
 from deploy_helpers import call_command_line, run_command_line
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunNotificationPolicyFilter
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 import local_prefect
 import util
+from conftest import service_unavailable
+from services import free_port
 from toolkit.deployer import notifications
 from toolkit.deployer.prefect_api import delete_block
 
@@ -163,16 +168,15 @@ def deploy(checkout, capfd) -> str:
     return out.splitlines()[0].removeprefix("Deployed ").split(" as ")[0]
 
 
-@pytest.fixture
-def failing_deployments(checkout, clean_notifications, receiver, capfd, monkeypatch):
-    """After `setup` with the receiver's URL: (production, dev) deployments of a
-    fixture flow that fails, on a process pool."""
-    del clean_notifications  # before setup: the receiver's policy is the only one
+def set_up_failing_deployments(checkout, receiver, capfd, monkeypatch, made: str):
+    """After `setup` with the receiver's URL (its output says it `made` the policy or
+    the automation): (main, dev) deployments of a fixture flow that fails, on a
+    process pool."""
     monkeypatch.setenv("FLOWS_WORK_POOL_TYPE", "process")
     monkeypatch.setenv("FLOWS_NOTIFY_URLS", receiver.url)  # as CI would pass it
     code, out, err = setup_notify(capfd)
     assert code == 0, err
-    assert "notification policy notify-" in out
+    assert f"{made} notify-" in out, out
     assert "receiver-token" not in out + err
     make_flow_fail(checkout)
     production = deploy(checkout, capfd)
@@ -180,16 +184,45 @@ def failing_deployments(checkout, clean_notifications, receiver, capfd, monkeypa
     return production, deploy(checkout, capfd)
 
 
-def test_a_failed_production_run_posts_once_and_a_dev_run_never(
-    failing_deployments, receiver, prefect_api_url, capfd, tmp_path
-):
-    """Main's failed run reaches the webhook within 30 s with what a person needs to
-    act on it; a failed run of a dev branch's deployment sends nothing."""
+@pytest.fixture
+def failing_deployments(checkout, clean_notifications, receiver, capfd, monkeypatch):
+    """On the suite's server without events: notified through a policy."""
+    del clean_notifications  # before setup: the receiver's policy is the only one
+    return set_up_failing_deployments(
+        checkout, receiver, capfd, monkeypatch, "notification policy"
+    )
+
+
+@pytest.fixture(scope="module")
+def events_server(tmp_path_factory):
+    """A server of the module's own with events on: it runs automations, as Cloud
+    does."""
+    home = tmp_path_factory.mktemp("prefect-events-server")
+    try:
+        process, url = local_prefect.start_server(home, free_port(), events=True)
+    except (OSError, RuntimeError) as error:
+        service_unavailable(f"Prefect server with events: {error}")
+    yield url
+    if process is not None:
+        local_prefect.stop_process(process)
+
+
+@pytest.fixture
+def events_api_url(events_server, monkeypatch):
+    """PREFECT_API_URL pointed at the server with events, here and in children."""
+    monkeypatch.setenv("PREFECT_API_URL", events_server)
+    with temporary_settings(updates={PREFECT_API_URL: events_server}):
+        yield events_server
+
+
+def run_and_read_the_post(deployments, receiver, url: str, tmp_path, capfd) -> tuple:
+    """Run the (main, dev) deployments once through one worker: (main's run, the one
+    text posted), after checking that one post came, and no second one."""
     # One worker runs both: a dev notification would be queued beside main's.
     production_run, dev_run = local_prefect.run_deployments_once(
-        failing_deployments,
+        deployments,
         os.environ["FLOWS_WORK_POOL"],
-        prefect_api_url,
+        url,
         tmp_path / "worker.log",
         {"day": "2024-08-03"},
     )
@@ -199,13 +232,59 @@ def test_a_failed_production_run_posts_once_and_a_dev_run_never(
     delay = receiver.received_at[0] - production_run.state.timestamp.timestamp()
     assert 0 < delay < NOTIFY_WAIT_SECONDS
     time.sleep(SERVICE_POLL_SECONDS + 2)  # a second post would have come by now
-    assert len(receiver.bodies) == 1
+    assert len(receiver.bodies) == 1, receiver.bodies
     text = json.loads(receiver.bodies[0])["text"]
     with capfd.disabled():  # shown with pytest -s
         print(f"\n--- posted {delay:.1f} s after the run failed ---\n{text}\n---")
+    return production_run, text
+
+
+def test_a_failed_run_of_main_posts_once_through_a_policy_and_a_dev_run_never(
+    failing_deployments, receiver, prefect_api_url, capfd, tmp_path
+):
+    """On a 2.20 server without events: main's failed run reaches the webhook within
+    30 s with what a person needs to act on it; a failed dev run sends nothing."""
+    production_run, text = run_and_read_the_post(
+        failing_deployments, receiver, prefect_api_url, tmp_path, capfd
+    )
     ui_url = prefect_api_url.removesuffix("/api")
     assert text.splitlines() == [
         f"Prefect flow run Failed: fixture-flow / {production_run.name}",
+        "Stage: main",
+        "Error: Flow run encountered an exception. RuntimeError: "
+        + FAILURE.format(day="2024-08-03"),
+        "second line of the error",
+        "Parameters: {'env': 'main', 'day': '2024-08-03'}",
+        f"Flow run: {ui_url}/flow-runs/flow-run/{production_run.id}",
+    ]
+
+
+def test_a_failed_run_of_main_posts_once_through_an_automation_and_a_dev_run_never(
+    checkout, events_api_url, receiver, capfd, monkeypatch, tmp_path
+):
+    """On a server with events, as on Prefect Cloud: setup makes an automation (a
+    second setup changes nothing), main's failed run posts the same message plus
+    its deployment's name, and a failed dev run posts nothing."""
+    deployments = set_up_failing_deployments(
+        checkout,
+        receiver,
+        capfd,
+        monkeypatch,
+        "automation flows: failed runs of main to",
+    )
+    code, again, err = setup_notify(capfd)
+    assert code == 0, err
+    notify_lines = [line for line in again.splitlines() if "notify-" in line]
+    assert len(notify_lines) == 2 and all(
+        line.endswith(": unchanged") for line in notify_lines
+    ), again
+    production_run, text = run_and_read_the_post(
+        deployments, receiver, events_api_url, tmp_path, capfd
+    )
+    ui_url = events_api_url.removesuffix("/api")
+    assert text.splitlines() == [
+        f"Prefect flow run Failed: fixture-flow / {production_run.name}",
+        f"Deployment: {deployments[0].split('/', 1)[1]}",
         "Stage: main",
         "Error: Flow run encountered an exception. RuntimeError: "
         + FAILURE.format(day="2024-08-03"),
