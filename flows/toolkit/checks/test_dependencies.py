@@ -1,34 +1,20 @@
 """The runtime image's requirements are complete: a fresh virtual environment built
 from image/requirements.txt alone (the team's list, which includes the template's)
 imports every module a run may load. deptry, in `make lint`, proves the other half:
-every import declared, nothing declared unused.
+every import declared, nothing declared unused. `make test-image` runs the same import
+in the image itself (flows/toolkit/tests/test_image.py).
 """
 
 import sys
 from pathlib import Path
 
+from docker_images import flow_modules
 from run_tool import run_tool
 
 REPOSITORY_DIR = Path(__file__).resolve().parents[3]
 FLOWS_DIR = REPOSITORY_DIR / "flows"
 # uv sits beside the interpreter that runs the checks (`make venv` installs it).
 UV = Path(sys.executable).parent / "uv"
-NOT_DEPLOYED = {"tests", "checks", "__pycache__"}
-
-
-def runtime_modules() -> list[str]:
-    """Every module of flows/ a run may import: the flow files, their helpers, the
-    toolkit, as dotted names."""
-    modules = []
-    for path in sorted(FLOWS_DIR.rglob("*.py")):
-        relative = path.relative_to(FLOWS_DIR)
-        if NOT_DEPLOYED & set(relative.parts) or relative.parts[0] == "output":
-            continue
-        parts = relative.with_suffix("").parts
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        modules.append(".".join(parts))
-    return modules
 
 
 def test_requirements_alone_import_every_flow_module(tmp_path):
@@ -42,7 +28,7 @@ def test_requirements_alone_import_every_flow_module(tmp_path):
         UV, "pip", "install", "--quiet", "--python", python, "-r", requirements
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
-    modules = runtime_modules()
+    modules = flow_modules(FLOWS_DIR)
     assert "toolkit.deployer.deploy" in modules and "util" in modules
     importing = run_tool(
         python,
