@@ -56,6 +56,31 @@ def test_workflows_pass_zizmor():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_auditor_persona_finds_nothing_and_main_has_a_key_of_its_own():
+    """zizmor at its strictest (the auditor persona, every severity) finds nothing:
+    no secret is read outside a GitHub environment, so main's Prefect key lives in
+    the `main` environment, behind its protection rules, and pull requests get the
+    `dev` one."""
+    result = run_tool(
+        TOOLS_BIN / "zizmor",
+        *("--offline", "--no-progress", "--color", "never", "--persona", "auditor"),
+        REPOSITORY_DIR / ".github",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No findings" in result.stdout + result.stderr
+    deploy = yaml.safe_load(
+        (REPOSITORY_DIR / ".github/workflows/deploy.yml").read_text()
+    )
+    jobs = deploy["jobs"]
+    assert jobs["deploy"]["environment"] == (
+        "${{ github.event_name == 'push' && 'main' || 'dev' }}"
+    )
+    assert jobs["delete-branch"]["environment"] == "dev"
+    for job in jobs.values():
+        assert job["env"]["PREFECT_API_KEY"] == "${{ secrets.PREFECT_API_KEY }}"
+    assert "secrets." not in str(deploy.get("env", {}))
+
+
 def test_workflows_pin_actions_keep_no_token_and_ask_least_permissions():
     """Every action is pinned to a commit with its version in a comment, no checkout
     keeps its token, and only the image job may write (packages)."""
