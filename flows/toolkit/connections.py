@@ -4,9 +4,11 @@
 `dev` is every other branch's and a laptop's. Connection settings live in Prefect
 blocks named `<system>-<env>` (for example `example-database-main`,
 `example-sftp-main`), passwords and keys in Secret blocks they point to;
-`python3 flows/util.py setup --database SYSTEM --sftp SYSTEM` creates them. For
+`python3 flows/util.py setup --database SYSTEM --sftp SYSTEM` creates them (and
+`--s3`, `--smtp`, `--api` those of object storage, mail and REST APIs). For
 `env=dev` a missing block falls back to an embedded default: the database the flow
-names (a sample it makes, for example) and a local folder.
+names (a sample it makes, for example) and a local folder, for SFTP and S3 alike. A
+mail server or an API has no stand-in: a missing block is an error in dev too.
 
 Releases before v1.3.0 called main `prod`: `env="prod"` still means main, and a main
 block not found by its name is looked up by the `-prod` name those releases gave it.
@@ -19,6 +21,10 @@ from typing import Callable, Optional
 
 from toolkit import delivery
 from toolkit.database import DatabaseConnection
+from toolkit.mail import SmtpConnection
+from toolkit.object_storage import S3Connection, S3DropFolder, S3Sink
+from toolkit.pickup import LocalDropFolder
+from toolkit.rest import ApiConnection
 from toolkit.settings import Settings
 from toolkit.sftp import SftpConnection
 
@@ -52,19 +58,21 @@ def _block_names(kind: str, env: str) -> list[str]:
     return [f"{kind}-{env}", *old]
 
 
-def _load_block(block_class, kind: str, env: str):
-    """The block of `kind` in `env`, or None where dev may use the embedded default."""
+def _load_block(block_class, kind: str, env: str, dev_stand_in: bool = True):
+    """The block of `kind` (`<system>-<option>`) in `env`, or None where dev may use
+    the embedded default."""
     names = _block_names(kind, env)
     for name in names:
         try:
             return block_class.load(name)
         except ValueError:
             continue
-    if env == "dev":
+    if env == "dev" and dev_stand_in:
         return None
+    system, _, option = kind.rpartition("-")
     raise ValueError(
         f"no {block_class.get_block_type_name()} block named {names[0]!r}: create it "
-        f"with `python3 flows/util.py setup --env {env}` and --database or --sftp"
+        f"with `python3 flows/util.py setup --env {env} --{option} {system}`"
     )
 
 
@@ -105,3 +113,37 @@ def sink_for(system: str, env: str, folder: str | None = None) -> delivery.Sink:
     if block is not None:
         return delivery.SftpSink(block)
     return delivery.LocalFolderSink(str(output_dir(folder) / env))
+
+
+def s3_sink_for(system: str, env: str, folder: str | None = None) -> delivery.Sink:
+    """Where the files of `system` go in `env`: its S3 prefix, or (dev without a
+    block) the local folder sink_for uses."""
+    env = environment(env)
+    block = _load_block(S3Connection, f"{system}-s3", env)
+    if block is not None:
+        return S3Sink(block)
+    return delivery.LocalFolderSink(str(output_dir(folder) / env))
+
+
+def s3_drop_folder_for(
+    system: str, env: str, folder: str = "", local_folder: str | None = None
+) -> S3DropFolder | LocalDropFolder:
+    """The S3 prefix (and `folder` below it) where `system`'s partner drops files in
+    `env`; in dev without a block, that folder below the local dev folder."""
+    env = environment(env)
+    block = _load_block(S3Connection, f"{system}-s3", env)
+    if block is not None:
+        return S3DropFolder(block, folder)
+    path = output_dir(local_folder) / env / folder
+    path.mkdir(parents=True, exist_ok=True)
+    return LocalDropFolder(path)
+
+
+def mail_server_for(system: str, env: str) -> SmtpConnection:
+    """The SMTP server `system`'s mail goes through in `env` (no dev stand-in)."""
+    return _load_block(SmtpConnection, f"{system}-smtp", environment(env), False)
+
+
+def api_for(system: str, env: str) -> ApiConnection:
+    """The REST API of `system` in `env` (no dev stand-in)."""
+    return _load_block(ApiConnection, f"{system}-api", environment(env), False)

@@ -1,10 +1,12 @@
-"""Sinks for delivered files (a local folder, an SFTP server) and the tasks that fill them.
+"""Sinks for delivered files (a local folder, an SFTP server, S3) and the tasks that
+fill them.
 
 Every sink writes atomically: a file appears at its final name complete, or not at all.
 Three ways from a query to a delivered CSV, cheapest last:
 - `deliver_frame`: a DataFrame you have already shaped with pandas;
 - `deliver_query_in_chunks`: a large result shaped chunk by chunk, memory bounded;
 - `deliver_query_as_is`: no shaping at all; the database writes the CSV (COPY).
+And from a paged REST API, `deliver_api_pages`: page by page, memory bounded.
 All three write numbers exactly and each column in one format (arrow_csv's), so the
 same query gives the same numbers and times whichever path delivers it.
 Each logs its progress while data moves, a last line when the file is in place, and
@@ -29,8 +31,10 @@ from prefect.context import FlowRunContext, TaskRunContext
 
 from toolkit import arrow_csv
 from toolkit import database
+from toolkit import rest
 from toolkit import retries
 from toolkit import sftp
+from toolkit.object_storage import S3Sink
 from toolkit.logs import run_logger
 from toolkit.streams import MEGABYTE, PROGRESS_SECONDS, CountingWriter, Progress
 
@@ -131,7 +135,7 @@ class SftpSink:
                 yield stream
 
 
-Sink = LocalFolderSink | SftpSink
+Sink = LocalFolderSink | SftpSink | S3Sink
 
 
 def _in_a_run() -> bool:
@@ -260,4 +264,36 @@ def deliver_query_as_is(  # pylint: disable=too-many-arguments
     progress = Progress(file_name, run_logger(), progress_seconds)
     with sink.open(file_name, progress) as stream:
         rows = database.copy_query_as_csv(source, query, stream, parameters, progress)
+    return _finish(sink, progress, stream, rows)
+
+
+@task(**retries.TRANSIENT_RETRIES)
+def deliver_api_pages(  # pylint: disable=too-many-arguments
+    connection: rest.ApiConnection,
+    path: str,
+    sink: Sink,
+    file_name: str,
+    *,
+    records: str | list[str] | None = None,
+    paging: rest.Paging | None = None,
+    params: dict[str, Any] | None = None,
+    columns: list[str] | None = None,
+    transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    progress_seconds: float = PROGRESS_SECONDS,
+) -> DeliveryReport:
+    """Every page of a REST API's GET `path` as one CSV; memory stays one page.
+
+    The file's columns are `columns`, else the first page's (see rest.aligned);
+    `transform` sees one page at a time, as in deliver_query_in_chunks. A retry reads
+    the API again from the first page, so nothing is half-delivered.
+    """
+    progress = Progress(file_name, run_logger(), progress_seconds)
+    pages = rest.iterate_pages(
+        connection, path, records=records, paging=paging, params=params
+    )
+    frames = rest.aligned(pages, columns)
+    if transform is not None:
+        frames = map(transform, frames)
+    with sink.open(file_name, progress) as stream:
+        rows = arrow_csv.write_frames_as_csv(frames, stream, progress)
     return _finish(sink, progress, stream, rows)

@@ -6,6 +6,14 @@ faults. Never retried: whatever a retry cannot mend or would make worse (bad SQL
 missing table, permission denied, a refused login or host key, a missing file, an SFTP
 request the server refuses or does not support, a full disk).
 
+The other systems, by the same rule:
+- S3: throttling (SlowDown, 503), a store's internal error (500) and connection
+  faults are retried; access denied, a bad key, a missing bucket or key never.
+- SMTP: connection faults and 4xx replies (greylisting, "try again later") are
+  retried; 5xx replies (a refused recipient, a failed login) and TLS refusals never.
+- REST APIs: 429 and 5xx (503 included) and connection faults are retried; 400, 401,
+  403, 404 and other 4xx never. rest.py waits out a Retry-After in place first.
+
 Rule for errors without a SQLSTATE: a server that could not be reached (refused,
 timed out, closed the connection) is retried; a server that answered and said no is
 not. So a refused port is retried, even at the first connect: at 2 a.m. a restart or a
@@ -16,9 +24,13 @@ run anyway and costs a retry only the backoff's minutes, and locks no account.
 from __future__ import annotations
 
 import errno
+import smtplib
+import ssl
 from typing import Iterator
 
+import httpx
 import paramiko
+from botocore import exceptions as botocore_errors
 from prefect.tasks import exponential_backoff
 
 # SQLSTATEs a retry can outlive: connection exceptions (class 08), admin shutdown,
@@ -64,6 +76,20 @@ UNREACHABLE_PHRASES = (
 SFTP_REFUSED_PHRASES = ("unsupported", "bad message")
 # A full disk or quota stays full for a retry's seconds: someone must free space.
 FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# S3's answers that a retry can outlive: throttling and a store's own trouble.
+S3_TRANSIENT_CODES = (
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequests",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+)
+S3_TRANSIENT_STATUSES = (500, 502, 503, 504)
+# HTTP statuses of an API that a retry can outlive: too many requests, server faults.
+HTTP_TRANSIENT_STATUSES = (429,)
 
 
 class PermanentFailure(Exception):
@@ -140,12 +166,81 @@ def _network_verdict(error: BaseException) -> bool | None:
     return None
 
 
+def _s3_verdict(error: BaseException) -> bool | None:
+    """botocore's errors: an S3 answer by its code and status, else its network."""
+    if isinstance(error, botocore_errors.ClientError):
+        answer = error.response.get("Error", {})
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return answer.get("Code") in S3_TRANSIENT_CODES or (
+            status in S3_TRANSIENT_STATUSES
+        )
+    transient = (
+        botocore_errors.ConnectionError,  # refused, closed, timed out connecting
+        botocore_errors.HTTPClientError,  # read timeouts, cut connections
+        botocore_errors.ResponseStreamingError,
+        botocore_errors.IncompleteReadError,
+    )
+    if isinstance(error, transient):
+        return True
+    if isinstance(error, botocore_errors.BotoCoreError):
+        return False  # no credentials, a bad parameter: a retry repeats it
+    return None
+
+
+def _smtp_verdict(error: BaseException) -> bool | None:
+    """smtplib's errors (OSErrors all): a reply by its code, a broken link retried."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in error.recipients.values()]
+        return bool(codes) and all(400 <= code < 500 for code in codes)
+    if isinstance(error, smtplib.SMTPResponseException):
+        return 400 <= error.smtp_code < 500
+    if isinstance(error, smtplib.SMTPServerDisconnected):
+        return True
+    if isinstance(error, (smtplib.SMTPException, ssl.SSLCertVerificationError)):
+        return False  # STARTTLS or AUTH not offered, a certificate not trusted
+    return None
+
+
+def _http_verdict(error: BaseException) -> bool | None:
+    """httpx's errors: a status by its number, a broken connection retried."""
+    if isinstance(error, httpx.HTTPStatusError):
+        status = error.response.status_code
+        return status in HTTP_TRANSIENT_STATUSES or status >= 500
+    if isinstance(error, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+        return False
+    if isinstance(error, httpx.TransportError):
+        return not _certificate_refused(error)
+    return None
+
+
+def _certificate_refused(error: BaseException | None) -> bool:
+    """Whether a connection failed on a certificate that is not trusted: httpx
+    wraps ssl's error in its own, twice, and a retry meets the same certificate."""
+    while error is not None:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _system_verdict(error: BaseException) -> bool | None:
+    """S3, SMTP and HTTP APIs: read before the network rule, which would take
+    smtplib's errors (OSErrors) for network faults."""
+    for verdict in (_s3_verdict, _smtp_verdict, _http_verdict):
+        found = verdict(error)
+        if found is not None:
+            return found
+    return None
+
+
 def is_transient(error: BaseException | None) -> bool:
     """Whether a retry can outlive `error`; the outermost error that tells decides."""
     if error is None:
         return False
     for current in _chain(error):
         verdict = _driver_verdict(current)
+        if verdict is None:
+            verdict = _system_verdict(current)
         if verdict is None:
             verdict = _network_verdict(current)
         if verdict is not None:

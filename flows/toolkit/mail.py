@@ -1,0 +1,224 @@
+"""E-mail through an SMTP server: small extracts and run summaries to people.
+
+(Not `email.py`: that name would hide the standard library's email package.)
+
+`send_email` sends one message to a list of addresses: a text body, optionally an
+HTML table of a small frame, and attachments, files as they are or frames written as
+CSV by the same writer the deliveries use. The message is built and measured before
+any connection is made: one over the size limit fails at once, with one line. The
+password is read from its Secret block only to log in, and is never logged.
+"""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Literal, Mapping, Optional, Sequence
+
+import pandas as pd
+from prefect import task
+from prefect.blocks.core import Block
+from prefect.blocks.system import Secret
+from pydantic.v1 import Field
+
+from toolkit import arrow_csv
+from toolkit import retries
+from toolkit.logs import run_logger
+from toolkit.streams import MEGABYTE
+
+DEFAULT_MAX_MESSAGE_BYTES = 10 * MEGABYTE
+# An HTML table is for a summary a person reads in the mail; more rows belong in a
+# CSV attachment.
+MOST_TABLE_ROWS = 500
+
+
+class MessageRefused(retries.PermanentFailure, ValueError):
+    """A message that no server will take as it is (too large, a table too long)."""
+
+
+class SmtpConnection(Block):
+    """A mail server to send through: address, TLS, login, and the sender."""
+
+    _block_type_name = "Flows SMTP Connection"
+    _description = "Host, port, TLS and login of an SMTP server, password apart."
+
+    host: str = Field(..., description="Server name or address.")
+    port: int = Field(587, description="587 for STARTTLS, 465 for implicit TLS.")
+    security: Literal["starttls", "tls", "none"] = Field(
+        "starttls",
+        description="starttls (upgrade after connecting), tls (implicit, port 465), "
+        "or none (a relay on a trusted network only; no login is sent then).",
+    )
+    sender: str = Field(..., description="The From address.")
+    username: Optional[str] = Field(None, description="Login name, if one is needed.")
+    password: Optional[Secret] = Field(None, description="Secret holding the password.")
+    trusted_certificates: str = Field(
+        "",
+        description="PEM certificates to trust besides the system's (a campus CA); "
+        "the server's name is always checked.",
+    )
+    timeout_seconds: float = Field(30, description="Connect and reply timeout.")
+
+    def describe(self) -> str:
+        """host:port, for logs and errors; never a secret."""
+        return f"{self.host}:{self.port}"
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A verifying TLS context: the system's CAs and the block's own."""
+        context = ssl.create_default_context()
+        # pylint: disable-next=no-member  # a field's value once made
+        if self.trusted_certificates.strip():
+            context.load_verify_locations(cadata=self.trusted_certificates)
+        return context
+
+
+def frame_as_csv(frame: pd.DataFrame) -> bytes:
+    """A frame as the CSV a delivery of it writes."""
+    buffer = io.BytesIO()
+    arrow_csv.write_frames_as_csv([frame], buffer)
+    return buffer.getvalue()
+
+
+def _attach_file(message: EmailMessage, path: Path) -> None:
+    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    maintype, subtype = kind.split("/", 1)
+    message.add_attachment(
+        path.read_bytes(), maintype=maintype, subtype=subtype, filename=path.name
+    )
+
+
+def build_message(  # pylint: disable=too-many-arguments
+    sender: str,
+    to: Sequence[str],
+    subject: str,
+    body: str,
+    *,
+    table: pd.DataFrame | None = None,
+    files: Sequence[str | Path] = (),
+    frames: Mapping[str, pd.DataFrame] | None = None,
+) -> EmailMessage:
+    """The message: text body, optional HTML table, files, and frames as CSV files."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(to)
+    message["Subject"] = subject
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    message.set_content(body)
+    if table is not None:
+        if len(table) > MOST_TABLE_ROWS:
+            raise MessageRefused(
+                f"the table has {len(table):,} rows, more than {MOST_TABLE_ROWS} a "
+                "mail should show: attach it as a CSV (frames=) instead"
+            )
+        html = table.to_html(index=False, border=1, na_rep="")
+        message.add_alternative(f"<p>{_html_text(body)}</p>\n{html}", subtype="html")
+    for path in files:
+        _attach_file(message, Path(path))
+    for file_name, frame in (frames or {}).items():
+        message.add_attachment(
+            frame_as_csv(frame), maintype="text", subtype="csv", filename=file_name
+        )
+    return message
+
+
+def _html_text(text: str) -> str:
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return escaped.replace("\n", "<br>\n")
+
+
+def _check_size(message: EmailMessage, max_bytes: int) -> int:
+    size = len(message.as_bytes())
+    if size > max_bytes:
+        raise MessageRefused(
+            f"the message is {size / MEGABYTE:.1f} MB, over the limit of "
+            f"{max_bytes / MEGABYTE:.1f} MB: nothing was sent; deliver the files to a "
+            "sink and mail a link, or raise max_message_bytes if the server allows it"
+        )
+    return size
+
+
+def _open_smtp(connection: SmtpConnection) -> smtplib.SMTP:
+    """A session to the server, TLS set up and logged in."""
+    timeout = connection.timeout_seconds
+    if connection.security == "tls":
+        context = connection.tls_context()
+        session = smtplib.SMTP_SSL(
+            connection.host, connection.port, timeout=timeout, context=context
+        )
+    else:
+        session = smtplib.SMTP(connection.host, connection.port, timeout=timeout)
+    try:
+        if connection.security == "starttls":
+            session.starttls(context=connection.tls_context())
+        if connection.username and connection.security != "none":
+            session.login(connection.username, _password(connection))
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+def _password(connection: SmtpConnection) -> str:
+    return connection.password.get() if connection.password is not None else ""
+
+
+@task(**retries.TRANSIENT_RETRIES)
+def send_email(  # pylint: disable=too-many-arguments
+    connection: SmtpConnection,
+    to: Sequence[str],
+    subject: str,
+    body: str,
+    *,
+    table: pd.DataFrame | None = None,
+    files: Sequence[str | Path] = (),
+    frames: Mapping[str, pd.DataFrame] | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> dict[str, tuple[int, str]]:
+    """Send one message to the addresses `to`; the recipients the server refused.
+
+    `table`: a small frame shown as an HTML table under the text; `files`: paths
+    attached as they are; `frames`: {file name: frame} attached as CSV. A message over
+    `max_message_bytes` fails before connecting. When the server takes the message
+    for some recipients and refuses others, the refused are logged and returned, not
+    retried: a retry would send it twice to the rest.
+    """
+    if not to:
+        raise MessageRefused("send_email needs at least one address in `to`")
+    message = build_message(
+        connection.sender, to, subject, body, table=table, files=files, frames=frames
+    )
+    size = _check_size(message, max_message_bytes)
+    session = _open_smtp(connection)
+    try:
+        refused = session.send_message(message, to_addrs=list(to))
+    finally:
+        session.close()
+    return _report_sent(connection, subject, size, len(to), refused)
+
+
+def _report_sent(connection, subject, size, addresses, refused) -> dict:
+    """Log what was sent and who refused it; the refused, replies as text."""
+    refused = {
+        address: (code, reply.decode(errors="replace"))
+        for address, (code, reply) in refused.items()
+    }
+    logger = run_logger()
+    for address, (code, reply) in refused.items():
+        logger.warning(
+            "%s refused by %s: %d %s", address, connection.describe(), code, reply
+        )
+    logger.info(
+        "sent %r (%d bytes) to %d of %d addresses through %s",
+        subject,
+        size,
+        addresses - len(refused),
+        addresses,
+        connection.describe(),
+    )
+    return refused
