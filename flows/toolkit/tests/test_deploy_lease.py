@@ -331,6 +331,40 @@ def test_a_deploy_gives_up_on_a_held_branch_with_one_line(
     assert assert_one_whole_copy_pointed_at(store, relative) != before
 
 
+def test_delete_waits_for_a_deploy_of_its_branch_then_gives_up_with_one_line(
+    checkout, deploys, fault, capsys, monkeypatch
+):
+    """`delete` of one flow holds the branch's lease as deploy does: while a deploy
+    holds it, delete waits FLOWS_DEPLOY_WAIT_SECONDS, then exits 2 with one line and
+    deletes nothing (the deployment and every copy stay); once the deploy is done,
+    delete removes the deployment and the branch's storage."""
+    fault.expect("failed clean")
+    relative = dev_branch(checkout, "feature/deleting")
+    assert run_command_line(checkout, "deploy", capsys=capsys)[0] == 0
+    name = f"demo | {branch_slug('feature/deleting')} | fixture_flow"
+    store = Store(os.environ["FLOWS_STORAGE_ROOT"], None)
+    holder = deploys.launch("holder", pause_after_copy=True)
+    deploys.go([holder])
+    deploys.wait_for(holder, "paused")
+    copies_while_held = store.copies(relative)
+
+    monkeypatch.setenv("FLOWS_DEPLOY_WAIT_SECONDS", "1")
+    code, out, err = run_command_line(checkout, "delete", capsys=capsys)
+
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: a deploy of branch feature/deleting has held its ")
+    assert "delete gave up after waiting 1 s" in err and "nothing deleted" in err
+    assert "waiting for another deploy of branch feature/deleting" in out
+    assert read_deployment(name) is not None
+    assert store.copies(relative) == copies_while_held
+    deploys.resume(holder)
+    assert holder.finish()[0] == 0
+    code, out, err = run_command_line(checkout, "delete", capsys=capsys)
+    assert code == 0, err
+    assert read_deployment(name) is None
+    assert store.copies(relative) == [] and lease_record(relative) is None
+
+
 def test_a_lease_left_by_a_killed_deploy_expires(store, deploys, fault, monkeypatch):
     """A deploy killed (SIGKILL) while it holds the lease, its copy written: the next
     deploy waits until the lease expires (FLOWS_DEPLOY_LEASE_SECONDS), then deploys
