@@ -14,11 +14,15 @@ UV := $(VENV)/bin/uv
 # So the venv is compiled once, at install.
 UV_VERSION := 0.13.9
 DEMO_PORT ?= 4200
-DEMO_POOL := local-process
 # The embedded default: a local server on 127.0.0.1, its state and the flow storage
 # kept in .local/ (ignored by git), and a process-type pool since no Docker is needed.
+# WORKER=docker: a Docker pool instead, whose runs start in containers of the image
+# built from image/ (tools/docker_images.py: a stand-in base where Prefect's cannot be
+# pulled); it needs a running Docker daemon.
+WORKER ?= process
+DEMO_POOL := local-$(WORKER)
 DEMO_ENV := PREFECT_API_URL=http://127.0.0.1:$(DEMO_PORT)/api \
-	FLOWS_WORK_POOL=$(DEMO_POOL) FLOWS_WORK_POOL_TYPE=process \
+	FLOWS_WORK_POOL=$(DEMO_POOL) FLOWS_WORK_POOL_TYPE=$(WORKER) \
 	FLOWS_STORAGE_ROOT=$(CURDIR)/.local/flow-storage FLOWS_OUTPUT_DIR=$(CURDIR)/.local/output
 # `make demo` deploys and runs this flow file: the first of flows/ (any file that
 # ends with util.run_flow_command_line_interface), or DEMO_FLOW=flows/x.py.
@@ -31,8 +35,8 @@ TEMPLATE_LINTED := $(TOOLKIT) flows/util.py tools bench
 # tests wait on servers and subprocesses (measured: 312 s with 2, 280 s with 3).
 TEMPLATE_WORKERS ?= 3
 
-.PHONY: venv demo server stop setup test lint test-template test-faults lint-template format \
-	reference bench deploy-all delete-branch upgrade release clean
+.PHONY: venv demo server stop setup test lint test-template test-faults test-image \
+	lint-template format reference bench deploy-all delete-branch upgrade release clean
 
 venv: $(VENV)/.installed
 
@@ -52,6 +56,10 @@ server: venv
 demo: server
 	mkdir -p .local
 	$(DEMO_ENV) $(PY) flows/util.py setup --no-prompt
+ifeq ($(WORKER),docker)
+	$(DEMO_ENV) $(PY) $(DEMO_FLOW) deploy --dry-run > .local/plan.json
+	$(PY) tools/docker_images.py build --tag-of-plan .local/plan.json
+endif
 	$(DEMO_ENV) $(PY) $(DEMO_FLOW) deploy | tee .local/deploy.out
 	$(DEMO_ENV) $(PY) tools/local_prefect.py run-deployment --port $(DEMO_PORT) \
 		--pool $(DEMO_POOL) --param env=dev "$$(sed -n '1s/^Deployed \(.*\) as .*/\1/p' .local/deploy.out)"
@@ -87,12 +95,20 @@ lint-template: venv
 
 test-template: lint-template
 	$(UV) pip install --quiet --compile-bytecode --python $(PY) -r requirements-kubernetes.txt
-	$(PY) -m pytest -n $(TEMPLATE_WORKERS) -m "not faults" $(TOOLKIT)/tests
+	$(PY) -m pytest -n $(TEMPLATE_WORKERS) -m "not faults and not docker" $(TOOLKIT)/tests
 
 # The fault tests (a server restarted mid-run): on their own, so that a restart never
 # lands on another test's server and their minutes stay out of test-template's.
 test-faults: venv
 	$(PY) bench/faults.py
+
+# The runtime image built from image/ and run (the tests marked docker): every module
+# of flows/ imports in it as its user, its packages are compiled, and the toolkit's
+# fixture flow runs in its containers through Docker workers. The tests start a
+# Docker daemon when one is installed but not running; -rP prints the build's time
+# and size and the workers' lines.
+test-image: venv
+	$(PY) -m pytest -m docker -rP $(TOOLKIT)/tests
 
 deploy-all: venv
 	$(PY) flows/util.py deploy-all $(if $(DOCKER_LABEL),--docker-label $(DOCKER_LABEL))

@@ -229,13 +229,15 @@ def test_pr_checks_run_the_team_checks_always_and_the_toolkit_suite_on_change():
 
 
 def test_ci_run_runs_both_suites_with_services_required():
-    """`.ci/run` alone (as CI calls it) runs make test and make test-template."""
+    """`.ci/run` alone (as CI calls it) runs make test, make test-template and make
+    test-image."""
     ci_run = (REPOSITORY_DIR / ".ci" / "run").read_text()
     assert "export REQUIRE_SERVICES=1" in ci_run
     assert "suites=(team template)" in ci_run
     assert re.search(r"team\) make test ;;", ci_run)
     assert re.search(
-        r"template\) install_services && make test-template test-faults ;;", ci_run
+        r"template\) install_services && make test-template test-image test-faults ;;",
+        ci_run,
     )
 
 
@@ -267,7 +269,15 @@ def test_make_test_template_lints_and_tests_the_toolkit():
         in (commands)
     )
     assert re.search(
-        r'-m pytest -n \d+ -m "not faults" flows/toolkit/tests$', commands, re.M
+        r'-m pytest -n \d+ -m "not faults and not docker" flows/toolkit/tests$',
+        commands,
+        re.M,
+    )
+    # The image's tests (marker docker) run apart, in make test-image.
+    assert re.search(
+        r"-m pytest -m docker -rP flows/toolkit/tests$",
+        make_commands("test-image"),
+        re.M,
     )
     # The fault tests run through bench/faults.py, which prints each fault's outcome.
     assert re.search(r"bench/faults.py$", make_commands("test-faults"), re.M)
