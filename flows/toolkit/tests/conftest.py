@@ -8,12 +8,14 @@ REQUIRE_SERVICES=1 (set by .ci/run and GitHub Actions): then it fails.
 """
 
 import os
+from contextlib import contextmanager
 import secrets
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 # Prefect reads its settings when first imported: keep the tests' Prefect state out of
 # the user's ~/.prefect before anything imports it.
@@ -209,31 +211,48 @@ def sftp_connection_to(server, remote_dir: str, **overrides):
     return SftpConnection(**{**settings, **overrides})
 
 
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
-    """A real `prefect server start` on 127.0.0.1, for the whole session."""
-    home = tmp_path_factory.mktemp("prefect-server")
+@contextmanager
+def running_prefect_server(home: Path, events: bool) -> Iterator[str]:
+    """A real `prefect server start` on 127.0.0.1 keeping its state in `home`: its
+    API URL while the block runs (skipped, or failed, when it cannot start)."""
     try:
-        # Events off: the suite's server is a 2.20 server as installed (failure
-        # notifications through policies); test_notifications.py starts one with
-        # events for automations.
-        process, url = local_prefect.start_server(home, free_port(), events=False)
+        process, url = local_prefect.start_server(home, free_port(), events=events)
     except (OSError, RuntimeError) as error:
         service_unavailable(f"Prefect server: {error}")
-    yield url
-    if process is not None:
-        local_prefect.stop_process(process)
+    try:
+        yield url
+    finally:
+        if process is not None:
+            local_prefect.stop_process(process)
+
+
+@contextmanager
+def api_url_pointed_at(url: str, monkeypatch) -> Iterator[str]:
+    """PREFECT_API_URL pointed at `url`, in this process and its children."""
+    # pylint: disable-next=import-outside-toplevel
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """The session's server. Events off: a 2.20 server as installed (failure
+    notifications through policies); test_notifications.py starts one with events
+    for automations."""
+    with running_prefect_server(
+        tmp_path_factory.mktemp("prefect-server"), False
+    ) as url:
+        yield url
 
 
 @pytest.fixture
 def prefect_api_url(prefect_server, monkeypatch):
     """PREFECT_API_URL pointed at the session's server, in this process and children."""
-    # pylint: disable-next=import-outside-toplevel
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
-    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
-        yield prefect_server
+    with api_url_pointed_at(prefect_server, monkeypatch) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

@@ -14,16 +14,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import git
+from conftest import api_url_pointed_at, git, running_prefect_server
 from deploy_helpers import call_command_line, run_command_line
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunNotificationPolicyFilter
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 import local_prefect
 import util
-from conftest import service_unavailable
-from services import free_port
 from toolkit.deployer import notifications
 from toolkit.deployer.prefect_api import delete_block
 
@@ -197,22 +194,15 @@ def failing_deployments(checkout, clean_notifications, receiver, capfd, monkeypa
 def events_server(tmp_path_factory):
     """A server of the module's own with events on: it runs automations, as Cloud
     does."""
-    home = tmp_path_factory.mktemp("prefect-events-server")
-    try:
-        process, url = local_prefect.start_server(home, free_port(), events=True)
-    except (OSError, RuntimeError) as error:
-        service_unavailable(f"Prefect server with events: {error}")
-    yield url
-    if process is not None:
-        local_prefect.stop_process(process)
+    with running_prefect_server(tmp_path_factory.mktemp("events-server"), True) as url:
+        yield url
 
 
 @pytest.fixture
 def events_api_url(events_server, monkeypatch):
     """PREFECT_API_URL pointed at the server with events, here and in children."""
-    monkeypatch.setenv("PREFECT_API_URL", events_server)
-    with temporary_settings(updates={PREFECT_API_URL: events_server}):
-        yield events_server
+    with api_url_pointed_at(events_server, monkeypatch) as url:
+        yield url
 
 
 def run_and_read_the_post(deployments, receiver, url: str, tmp_path, capfd) -> tuple:
@@ -261,7 +251,7 @@ def test_a_failed_run_of_main_posts_once_through_a_policy_and_a_dev_run_never(
 
 def test_a_failed_run_of_main_posts_once_through_an_automation_and_a_dev_run_never(
     checkout, events_api_url, receiver, capfd, monkeypatch, tmp_path
-):
+):  # pylint: disable=too-many-arguments,too-many-positional-arguments
     """On a server with events, as on Prefect Cloud: setup makes an automation (a
     second setup changes nothing), main's failed run posts the same message plus
     its deployment's name, and a failed dev run posts nothing."""
