@@ -1,6 +1,10 @@
 """The runtime image built here from image/ with its own Dockerfile, and looked into.
 
-    python3 tools/docker_images.py build [--tag NAME]...   # prints the time and size
+    python3 tools/docker_images.py build [--tag NAME]... [--tag-of-plan FILE] [--no-cache]
+
+prints where the base came from, the build's time and the image's size. FILE is a
+plan as `deploy --dry-run` prints it: the image is tagged as that deployment names it
+(what `make demo WORKER=docker` runs).
 
 The Dockerfile's base (its `ARG BASE_IMAGE`) is used when Docker has it or can pull
 it. Where no image registry answers, a stand-in with the same Python and Prefect is
@@ -394,12 +398,22 @@ def main(arguments: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("command", choices=["build"])
     parser.add_argument("--tag", action="append", help=f"default {DEFAULT_TAG}")
+    parser.add_argument("--tag-of-plan", type=Path, help="a deploy --dry-run's JSON")
     parser.add_argument("--no-cache", action="store_true", help="a cold build")
     options = parser.parse_args(arguments)
+    tags = options.tag or []
+    if options.tag_of_plan:
+        tags.append(
+            json.loads(options.tag_of_plan.read_text(encoding="utf-8"))["image"]
+        )
     if not docker_answers():
         print("error: no Docker daemon answers `docker info`", file=sys.stderr)
         return 2
-    built = build_runtime_image(options.tag or (DEFAULT_TAG,), options.no_cache)
+    try:
+        built = build_runtime_image(tags or (DEFAULT_TAG,), options.no_cache)
+    except (DockerError, ServiceUnavailable) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ServiceUnavailable) else 1
     print(built.describe())
     return 0
 
