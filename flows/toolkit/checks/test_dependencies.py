@@ -8,7 +8,7 @@ in the image itself (flows/toolkit/tests/test_image.py).
 import sys
 from pathlib import Path
 
-from docker_images import flow_modules
+from image_checks import flow_modules
 from run_tool import run_tool
 
 REPOSITORY_DIR = Path(__file__).resolve().parents[3]
