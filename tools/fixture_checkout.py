@@ -14,6 +14,9 @@ REPOSITORY_DIR = Path(__file__).resolve().parents[1]
 TOOLKIT_DIR = REPOSITORY_DIR / "flows" / "toolkit"
 FIXTURE_FLOWS_DIR = TOOLKIT_DIR / "tests" / "fixture_flows"
 FIXTURE_FLOW = ("fixture_flow.py", "fixture_flow")
+# The inbound fixture flow joins a checkout only where a test asks for it: the others
+# count the flow files they deploy.
+INBOUND_FIXTURE_FLOW = ("inbound_fixture_flow.py", "inbound_fixture_flow")
 CACHES = shutil.ignore_patterns("__pycache__", ".pytest_cache", "output")
 
 
@@ -21,7 +24,19 @@ def lay_out_flows(flows: Path) -> None:
     """Fill the folder `flows` with util.py, the toolkit and the fixture flow."""
     shutil.copytree(TOOLKIT_DIR, flows / "toolkit", ignore=CACHES)
     shutil.copy(REPOSITORY_DIR / "flows" / "util.py", flows / "util.py")
-    shutil.copytree(FIXTURE_FLOWS_DIR, flows, ignore=CACHES, dirs_exist_ok=True)
+    shutil.copytree(
+        FIXTURE_FLOWS_DIR,
+        flows,
+        ignore=shutil.ignore_patterns(
+            "__pycache__", ".pytest_cache", "output", INBOUND_FIXTURE_FLOW[0]
+        ),
+        dirs_exist_ok=True,
+    )
+
+
+def add_inbound_flow(flows: Path) -> None:
+    """Add the inbound fixture flow to a laid-out flows/ (its SQL is there already)."""
+    shutil.copy(FIXTURE_FLOWS_DIR / INBOUND_FIXTURE_FLOW[0], flows)
 
 
 def make_git_checkout(folder: Path, branch: str) -> Path:

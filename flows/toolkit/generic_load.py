@@ -14,7 +14,7 @@ from typing import BinaryIO, Callable
 
 import pyarrow as pa
 from pyarrow import csv
-from sqlalchemy import Column, MetaData, Table, text
+from sqlalchemy import Column, MetaData, String, Table, text
 from sqlalchemy.engine import Connection
 
 # The temporary table the modes other than append load into first.
@@ -49,6 +49,11 @@ CONVERTERS: dict[type, Callable[[str], object]] = {
 }
 
 
+def decimal_text(value: str) -> str:
+    """A number checked, as plain text (SQLite's decimals are bound as text)."""
+    return format(Decimal(value), "f")
+
+
 def converter_of(column: dict) -> Callable[[str], object] | None:
     """How text becomes the column's Python type; None keeps the text."""
     try:
@@ -75,11 +80,32 @@ def _converted(values: list, convert, name: str, first_line: int) -> list:
 
 def column_type_name(convert) -> str:
     """The name a message gives a converter's type."""
-    names = {_boolean: "boolean", Decimal: "number"}
+    names = {_boolean: "boolean", Decimal: "number", decimal_text: "number"}
     return names.get(convert, getattr(convert, "__qualname__", "value").split(".")[0])
 
 
-def _staging_table(connection: Connection, columns: list[dict]) -> Table:
+def _bind_type(column: dict, dialect: str):
+    """The type values are bound as: the column's, but for SQLite's decimals, bound
+    as their text (its NUMERIC affinity then keeps more digits than a float)."""
+    column_type = column["type"]
+    if dialect == "sqlite" and converter_of(column) is Decimal:
+        return String()
+    return column_type
+
+
+def _table(name: str, columns: list[dict], dialect: str, **options) -> Table:
+    """A Table of `columns` to insert into, typed for binding."""
+    schema, _, name = name.rpartition(".")
+    return Table(
+        name,
+        MetaData(),
+        *(Column(c["name"], _bind_type(c, dialect)) for c in columns),
+        schema=schema or None,
+        **options,
+    )
+
+
+def _create_staging_table(connection: Connection, columns: list[dict]) -> None:
     """A temporary table of the file's columns, typed as the target's."""
     staged = Table(
         STAGED,
@@ -89,17 +115,6 @@ def _staging_table(connection: Connection, columns: list[dict]) -> Table:
     )
     staged.drop(connection, checkfirst=True)
     staged.create(connection)
-    return staged
-
-
-def _insert_table(table: str, columns: list[dict]) -> Table:
-    schema, _, name = table.rpartition(".")
-    return Table(
-        name,
-        MetaData(),
-        *(Column(column["name"], column["type"]) for column in columns),
-        schema=schema or None,
-    )
 
 
 def _batches(stream: BinaryIO, names: list[str], file_name: str):
@@ -112,6 +127,9 @@ def _batches(stream: BinaryIO, names: list[str], file_name: str):
             ),
             convert_options=csv.ConvertOptions(
                 column_types={name: pa.string() for name in names},
+                # Only an empty field is missing: Arrow's defaults ("NA", "n/a",
+                # "null", ...) would turn a partner's bad values into NULLs.
+                null_values=[""],
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=False,
             ),
@@ -131,13 +149,14 @@ def insert_in_batches(  # pylint: disable=too-many-arguments
     file_name: str,
 ) -> int:
     """Insert the file's rows into `table` (append) or the staging table; rows."""
-    into = (
-        _insert_table(table, columns)
-        if mode == "append"
-        else _staging_table(connection, columns)
-    )
+    dialect = connection.dialect.name
+    if mode != "append":
+        _create_staging_table(connection, columns)
+    into = _table(table if mode == "append" else STAGED, columns, dialect)
     names = [column["name"] for column in columns]
     converters = [converter_of(column) for column in columns]
+    if dialect == "sqlite":
+        converters = [decimal_text if c is Decimal else c for c in converters]
     rows = 0
     for batch in _batches(stream, names, file_name):
         first_line = rows + 2  # the header is line 1

@@ -109,20 +109,29 @@ class _HashingReader(io.RawIOBase):
         self._next_check = CLOCK_CHECK_BYTES
         self.sha256 = hashlib.sha256()
         self.bytes_read = 0
+        self.failure: Exception | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._source.read(len(buffer))
+        try:
+            data = self._source.read(len(buffer))
+        except Exception as error:
+            # COPY reports a reader's error as its own (QueryCanceled): kept here so
+            # that the load raises what broke (a lost SFTP session, say) for retries.
+            self.failure = error
+            raise
         size = len(data)
         buffer[:size] = data
         self.sha256.update(data)
         self.bytes_read += size
-        if self._progress is not None and self.bytes_read >= self._next_check:
+        if self._progress is None:
+            return size
+        # Lines are rows but for values holding newlines: near enough to watch.
+        self._progress.add_rows(data.count(b"\n"))
+        if self.bytes_read >= self._next_check:
             self._next_check = self.bytes_read + CLOCK_CHECK_BYTES
-            # Lines are rows but for values holding newlines: near enough to watch.
-            self._progress.add_rows(data.count(b"\n"))
             self._progress.moved(self.bytes_read)
         return size
 
@@ -289,11 +298,12 @@ def load_stream(  # pylint: disable=too-many-arguments
     """
     plan.check()
     ledger.create_ledger(engine)
+    if progress is not None:
+        progress.start_counting_rows()
+        progress.add_rows(-1)  # the header's line
     hashing = _HashingReader(stream, progress)
     rest = io.BufferedReader(hashing, CHUNK_BYTES)
     header_line = rest.readline()
-    if progress is not None:
-        progress.start_counting_rows()
     try:
         with engine.begin() as connection:
             rows = _load_rows(connection, plan, header_line, rest, listing.path)
@@ -307,6 +317,8 @@ def load_stream(  # pylint: disable=too-many-arguments
     except _LoadedBefore:
         return _skipped(hashing.bytes_read, sha256)
     except (psycopg2.Error, exc.IntegrityError, generic_load.ContentError) as error:
+        if hashing.failure is not None:
+            raise hashing.failure from error
         bad = _content_error(error, listing.path)
         if bad is error:
             raise  # not the content's doing (a lost connection): retries decide

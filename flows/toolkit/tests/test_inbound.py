@@ -77,7 +77,7 @@ def files_under(path) -> list[str]:
 
 
 @pytest.mark.parametrize("where", ["local", "sftp"])
-def test_good_files_load_and_a_bad_one_fails_the_run_at_the_end(
+def test_good_files_load_and_a_bad_one_fails_the_run_at_the_end(  # pylint: disable=too-many-locals
     target, where, tmp_path, request
 ):
     """Two good files load and move to processed/<day>/; the bad one fails the run,
@@ -176,3 +176,42 @@ def test_mistaken_rules_fail_before_any_file_is_read(target, tmp_path):
         inbound.pick_up_and_load(
             folder, block, LoadPlan("orders"), PickupRules(after_load="archive")
         )
+
+
+def test_inbound_fixture_flow_loads_from_sftp_into_postgres(postgres, sshd, tmp_path):
+    """The toolkit's inbound fixture flow with env=main: its blocks point at the
+    session's sshd and a fresh PostgreSQL database; it makes its table, loads the
+    partner's files and archives them; a second run finds nothing to do."""
+    from inbound_fixture_flow import (  # pylint: disable=import-outside-toplevel
+        inbound_fixture_flow,
+    )
+
+    engine = fresh_database(postgres, "inbound_fixture")
+    DatabaseConnection(
+        url=postgres.url(password=False, database="inbound_fixture"),
+        password=Secret(value=postgres.password),
+    ).save("fixture-database-main", overwrite=True)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    sftp_connection_to(sshd, str(drop)).save("fixture-sftp-main", overwrite=True)
+    header = "order_id,customer,placed_on,amount\n"
+    (drop / "orders_1.csv").write_text(header + '1,"acme",2024-08-01,1.50\n')
+    (drop / "orders_2.csv").write_text(header + '2,"hooli",2024-08-02,0.01\n')
+    (drop / "notes.txt").write_text("not an order file\n")
+
+    first = inbound_fixture_flow(env="main", settle_seconds=0)
+    second = inbound_fixture_flow(env="main", settle_seconds=0)
+
+    assert first == {"orders_1.csv": "loaded", "orders_2.csv": "loaded"}
+    assert second == {}
+    with engine.connect() as connection:
+        loaded = connection.execute(
+            text("SELECT order_id, amount::text FROM partner_orders ORDER BY 1")
+        ).all()
+    assert loaded == [(1, "1.50"), (2, "0.01")]
+    assert files_under(drop) == [
+        "notes.txt",
+        f"processed/{TODAY}/orders_1.csv",
+        f"processed/{TODAY}/orders_2.csv",
+    ]
+    engine.dispose()

@@ -2,6 +2,8 @@
 values, exact values, and the ledger that makes a second load of a file a no-op."""
 
 import io
+import logging
+import re
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -13,6 +15,7 @@ from toolkit import delivery
 from toolkit import ledger
 from toolkit import loading
 from toolkit.loading import LoadPlan
+from toolkit.streams import Progress
 
 pytestmark = pytest.mark.inbound
 
@@ -190,3 +193,33 @@ def test_run_sql_binds_parameters(postgres):
     with engine.connect() as connection:
         assert connection.execute(text("SELECT day FROM t")).all() == [("a",)]
     engine.dispose()
+
+
+def test_text_that_looks_missing_stays_text(engine):
+    """NA, null and n/a are a partner's text, not missing values: only an empty
+    unquoted field is NULL."""
+    content = HEADER + '1,"NA",1,null,,n/a\n'
+    load(engine, content, LoadPlan("payments"))
+    assert rows_of(engine) == [
+        (1, "NA", "1" if "sqlite" in str(engine.url) else "1.00", "null", "n/a")
+    ]
+
+
+def test_progress_lines_say_rows_megabytes_and_speed(engine, caplog):
+    """While a file loads, progress lines give rows, MB and MB/s so far."""
+    rows = "".join(f'{i},"s{i}",{i}.25,d,,\n' for i in range(1, 20_001))
+    progress = Progress("big.csv", logging.getLogger("flows"), interval_seconds=0)
+    listing = loading.Listing("/drop", "big.csv", 0, MODIFIED)
+    with caplog.at_level("INFO", logger="flows"):
+        outcome = loading.load_stream(
+            engine,
+            io.BytesIO((HEADER + rows).encode()),
+            LoadPlan("payments"),
+            listing,
+            progress=progress,
+        )
+    assert outcome.rows == 20_000
+    assert re.search(
+        r"big\.csv: [\d,]+ rows, [\d.]+ MB so far, [\d.]+ MB/s", caplog.text
+    )
+    assert progress.rows == 20_000

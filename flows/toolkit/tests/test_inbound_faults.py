@@ -1,0 +1,432 @@
+"""Faults of an inbound run, each in a real flow run of the inbound fixture flow,
+deployed from a checkout to a process worker, loading from a real sshd into a real
+PostgreSQL of this module's own:
+
+- PostgreSQL restarted mid-COPY; the SFTP server killed mid-download: the task's retry
+  loads the file whole, once;
+- the flow-run process killed mid-COPY: Crashed, nothing of the file committed, and the
+  next run loads it; killed after the commit and before the move: the next run only
+  moves it;
+- a file still growing when the run lists the folder: left, and loaded by the next run;
+- a malformed line: that file fails the run and moves to failed/, the others load;
+- the same file delivered twice, and a changed file under the same name: the first is
+  only archived, the second loads.
+
+After each: every row of every good file is in the table exactly once, the ledger
+agrees with the table, and the drop folder, processed/<day>/ and failed/ hold what the
+settings say.
+"""
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from conftest import fresh_database, git, serve, sftp_connection_to
+from deploy_helpers import run_command_line
+from fixture_checkout import INBOUND_FIXTURE_FLOW, add_inbound_flow
+from prefect import get_client
+from prefect.blocks.system import Secret
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+from test_run_faults import process_of, read_when_final, tail
+
+import local_prefect
+import services
+from toolkit.database import DatabaseConnection
+
+pytestmark = pytest.mark.inbound
+
+DATABASE = "inbound_faults"
+TABLE = "partner_orders"
+# Rows of the large file (about 30 MB): its COPY lasts long enough to be hit.
+LARGE_ROWS = 800_000
+HIT_AFTER_BYTES = 3 * 1024 * 1024
+QUICK = {"settle_seconds": 0.5}
+TODAY = datetime.now(timezone.utc).date().isoformat()
+CUSTOMERS = ("acme", "globex", "initech", "umbrella", "hooli")
+
+
+@pytest.fixture(scope="module")
+def inbound_postgres():
+    """A PostgreSQL of this module's own, which its tests restart and reconfigure."""
+    yield from serve(services.running_postgres)
+
+
+def orders_text(first_id: int, count: int) -> str:
+    """A partner's order file: ids first_id.. first_id + count - 1."""
+    lines = ["order_id,customer,placed_on,amount\n"]
+    lines += [
+        f'{i},"{CUSTOMERS[i % 5]}",2024-08-{1 + i % 28:02d},{i % 1000}.{i % 100:02d}\n'
+        for i in range(first_id, first_id + count)
+    ]
+    return "".join(lines)
+
+
+@dataclass
+class Inbound:
+    """The deployed inbound flow, its drop folder, its database, its worker."""
+
+    deployment: str
+    drop: Path
+    server: services.Postgres
+    sshd: services.Sshd
+    log: Path
+    worker: subprocess.Popen
+
+    def drop_file(self, name: str, first_id: int, count: int) -> None:
+        """The partner drops a whole file (written aside, then renamed)."""
+        partial = self.drop / f".{name}.part"
+        partial.write_text(orders_text(first_id, count))
+        os.replace(partial, self.drop / name)
+
+    def start(self, **parameters):
+        """A new flow run of the deployment."""
+
+        async def create():
+            async with get_client() as client:
+                deployment = await client.read_deployment_by_name(self.deployment)
+                return await client.create_flow_run_from_deployment(
+                    deployment.id, parameters={**QUICK, **parameters}
+                )
+
+        return asyncio.run(create())
+
+    def run(self, **parameters):
+        """One run to its end; the flow run, final."""
+        return asyncio.run(read_when_final(self.start(**parameters)))
+
+    def sql(self, statement: str):
+        """The rows of `statement` on the target database (a connection of its own)."""
+        engine = create_engine(self.server.url(database=DATABASE), poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                return connection.execute(text(statement)).all()
+        finally:
+            engine.dispose()
+
+    def admin(self, statement: str):
+        """Run `statement` as the superuser, outside a transaction; its rows."""
+        engine = create_engine(
+            self.server.url(), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        )
+        try:
+            with engine.connect() as connection:
+                result = connection.execute(text(statement))
+                return result.all() if result.returns_rows else []
+        finally:
+            engine.dispose()
+
+    def files(self) -> list[str]:
+        """Every file below the drop folder, relative; hidden partials left out."""
+        return sorted(
+            os.path.relpath(os.path.join(root, name), self.drop)
+            for root, _, names in os.walk(self.drop)
+            for name in names
+            if not name.startswith(".")
+        )
+
+
+@pytest.fixture
+def inbound(  # pylint: disable=too-many-arguments,too-many-positional-arguments
+    checkout, inbound_postgres, own_sshd, prefect_api_url, monkeypatch, capsys, tmp_path
+):
+    """The inbound fixture flow deployed from main to a process pool, its blocks on
+    this module's PostgreSQL (a fresh database) and a drop folder of the test's sshd,
+    and a worker running."""
+    add_inbound_flow(checkout / "flows")
+    git(checkout, "add", "-A")
+    git(checkout, "commit", "-q", "-m", "the inbound flow")
+    git(checkout, "push", "-q", "origin", "main")
+    monkeypatch.setenv("FLOWS_WORK_POOL_TYPE", "process")
+    file_name, function = INBOUND_FIXTURE_FLOW
+    code, out, err = run_command_line(
+        checkout, "deploy", capsys=capsys, flow_file=file_name, function=function
+    )
+    assert (code, err) == (0, ""), out + err
+    fresh_database(inbound_postgres, DATABASE).dispose()
+    DatabaseConnection(
+        url=inbound_postgres.url(password=False, database=DATABASE),
+        password=Secret(value=inbound_postgres.password),
+    ).save("fixture-database-main", overwrite=True)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    sftp_connection_to(own_sshd, str(drop)).save("fixture-sftp-main", overwrite=True)
+    log = tmp_path / "worker" / "worker.log"
+    with local_prefect.running_worker(
+        os.environ["FLOWS_WORK_POOL"], prefect_api_url, log
+    ) as worker:
+        yield Inbound(
+            out.splitlines()[0].removeprefix("Deployed ").split(" as ")[0],
+            drop,
+            inbound_postgres,
+            own_sshd,
+            log,
+            worker,
+        )
+
+
+def check_exactly_once(inbound: Inbound, good: dict[str, range]) -> None:
+    """Every row of every good file once in the table; the ledger agrees with it."""
+    expected = sorted(i for ids in good.values() for i in ids)
+    found = [row[0] for row in inbound.sql(f"SELECT order_id FROM {TABLE} ORDER BY 1")]
+    assert found == expected
+    ledger = inbound.sql(
+        "SELECT path, rows, target_table, mode, flow_run_id IS NOT NULL"
+        " FROM flows_inbound_ledger ORDER BY id"
+    )
+    assert sorted(ledger) == sorted(
+        (name.split("#")[0], len(ids), TABLE, "append", True)
+        for name, ids in good.items()
+    )
+    assert sum(row[1] for row in ledger) == len(found)
+
+
+def processed(*names: str) -> list[str]:
+    """The paths of `names` in today's processed/ folder."""
+    return [f"processed/{TODAY}/{name}" for name in names]
+
+
+def wait_for(condition, what: str, timeout: float = local_prefect.RUN_TIMEOUT_SECONDS):
+    """Poll `condition()` every 10 ms until it returns something true; that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):  # the server may be restarting
+            if found := condition():
+                return found
+        time.sleep(0.01)
+    raise AssertionError(f"no {what} in {timeout} s")
+
+
+def copy_under_way(inbound: Inbound) -> bool:
+    """Whether a COPY into the target has moved HIT_AFTER_BYTES."""
+    rows = inbound.admin("SELECT bytes_processed FROM pg_stat_progress_copy")
+    return any(row[0] >= HIT_AFTER_BYTES for row in rows)
+
+
+@pytest.mark.faults
+def test_postgres_restarted_mid_copy_the_retry_loads_the_file_once(fault, inbound):
+    """PostgreSQL restarts while the large file streams into COPY: the try rolls
+    back, the task's retry loads the file whole, and the run completes."""
+    fault.expect("recovered")
+    fault.watch(inbound.log)
+    inbound.drop_file("orders_1.csv", 1, 100)
+    inbound.drop_file("orders_2.csv", 1001, LARGE_ROWS)
+    started = time.monotonic()
+    flow_run = inbound.start()
+    wait_for(lambda: copy_under_way(inbound), "COPY under way")
+    inbound.server.restart()
+    final = asyncio.run(read_when_final(flow_run))
+    fault.cost(time.monotonic() - started)
+    assert final.state.is_completed(), tail(inbound.log)
+    check_exactly_once(
+        inbound,
+        {"orders_1.csv": range(1, 101), "orders_2.csv": range(1001, 1001 + LARGE_ROWS)},
+    )
+    assert inbound.files() == processed("orders_1.csv", "orders_2.csv")
+
+
+@pytest.mark.faults
+def test_sftp_server_killed_mid_download_the_retry_loads_the_file_once(fault, inbound):
+    """The SFTP server dies while the large file downloads into COPY: nothing of it
+    is committed, the retry (a new session, once sshd is back) loads it whole."""
+    fault.expect("recovered")
+    fault.watch(inbound.log)
+    inbound.drop_file("orders_1.csv", 1, LARGE_ROWS)
+    started = time.monotonic()
+    flow_run = inbound.start()
+    wait_for(lambda: copy_under_way(inbound), "COPY under way")
+    inbound.sshd.stop()
+    restarted = services.start_sshd(inbound.sshd.folder)
+    try:
+        final = asyncio.run(read_when_final(flow_run))
+    finally:
+        restarted.stop()
+    fault.cost(time.monotonic() - started)
+    assert final.state.is_completed(), tail(inbound.log)
+    check_exactly_once(inbound, {"orders_1.csv": range(1, 1 + LARGE_ROWS)})
+    assert inbound.files() == processed("orders_1.csv")
+
+
+@pytest.mark.faults
+def test_run_killed_mid_copy_commits_nothing_and_the_next_run_loads(fault, inbound):
+    """The flow-run process is killed (SIGKILL) mid-COPY: Crashed, none of that
+    file's rows in the table, no ledger row, the file still in the drop folder; the
+    next run loads it."""
+    fault.expect("recovered")
+    fault.watch(inbound.log)
+    inbound.drop_file("orders_1.csv", 1, 100)
+    inbound.drop_file("orders_2.csv", 1001, LARGE_ROWS)
+    flow_run = inbound.start()
+    pid = process_of(flow_run)
+    wait_for(lambda: copy_under_way(inbound), "COPY under way")
+    os.kill(pid, signal.SIGKILL)
+    killed = asyncio.run(read_when_final(flow_run))
+    assert killed.state.is_crashed(), tail(inbound.log)
+    check_exactly_once(inbound, {"orders_1.csv": range(1, 101)})
+    assert inbound.files() == ["orders_2.csv", *processed("orders_1.csv")]
+    started = time.monotonic()
+    rerun = inbound.run()
+    fault.cost(time.monotonic() - started)
+    assert rerun.state.is_completed(), tail(inbound.log)
+    check_exactly_once(
+        inbound,
+        {"orders_1.csv": range(1, 101), "orders_2.csv": range(1001, 1001 + LARGE_ROWS)},
+    )
+    assert inbound.files() == processed("orders_1.csv", "orders_2.csv")
+
+
+@contextlib.contextmanager
+def commits_that_wait(inbound: Inbound):
+    """Every commit waits for a standby that never comes: committed in the server's
+    log, not yet answered (PostgreSQL's synchronous replication). Undone at the end,
+    which lets the waiting commits finish."""
+    inbound.admin("ALTER SYSTEM SET synchronous_standby_names = 'never_there'")
+    inbound.admin("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        inbound.admin("ALTER SYSTEM RESET synchronous_standby_names")
+        inbound.admin("SELECT pg_reload_conf()")
+
+
+def commit_waiting(inbound: Inbound) -> bool:
+    """Whether a session of the target database waits for its commit's answer."""
+    rows = inbound.admin(
+        "SELECT count(*) FROM pg_stat_activity"
+        f" WHERE datname = '{DATABASE}' AND wait_event = 'SyncRep'"
+    )
+    return rows[0][0] > 0
+
+
+@pytest.mark.faults
+def test_run_killed_after_the_commit_the_next_run_only_moves_the_file(fault, inbound):
+    """The flow-run process dies once its load is committed and before the file
+    moves: the file stays in the drop folder, its rows and ledger row are in the
+    database; the next run loads nothing again and moves the file."""
+    fault.expect("recovered")
+    fault.watch(inbound.log)
+    inbound.drop_file("orders_1.csv", 1, 100)
+    assert inbound.run().state.is_completed(), tail(inbound.log)  # tables made
+    inbound.drop_file("orders_2.csv", 1001, 5000)
+    with commits_that_wait(inbound):
+        flow_run = inbound.start()
+        pid = process_of(flow_run)
+        wait_for(lambda: commit_waiting(inbound), "commit waiting")
+        os.kill(pid, signal.SIGKILL)
+        killed = asyncio.run(read_when_final(flow_run))
+    assert killed.state.is_crashed(), tail(inbound.log)
+    good = {"orders_1.csv": range(1, 101), "orders_2.csv": range(1001, 6001)}
+    wait_for(lambda: len(inbound.sql("SELECT 1 FROM flows_inbound_ledger")) == 2,
+             "the waiting commit")  # fmt: skip
+    check_exactly_once(inbound, good)
+    assert inbound.files() == ["orders_2.csv", *processed("orders_1.csv")]
+    started = time.monotonic()
+    rerun = inbound.run()
+    fault.cost(time.monotonic() - started)
+    assert rerun.state.is_completed(), tail(inbound.log)
+    check_exactly_once(inbound, good)
+    assert inbound.files() == processed("orders_1.csv", "orders_2.csv")
+    assert "already loaded (this file is in the ledger)" in tail(inbound.log)
+
+
+@pytest.mark.faults
+def test_growing_file_is_left_and_the_next_run_loads_it(fault, inbound):
+    """The partner is still writing a file when the run lists the folder: the run
+    loads the complete one, leaves the growing one with a line saying so, and the
+    next run, once it is complete, loads it."""
+    fault.expect("recovered")
+    fault.watch(inbound.log)
+    inbound.drop_file("orders_1.csv", 1, 100)
+    growing = inbound.drop / "orders_2.csv"
+    growing.write_text(orders_text(1001, 10))
+    done = threading.Event()
+
+    def partner_writes():
+        next_id = 1011
+        while not done.is_set():
+            with growing.open("a") as handle:
+                handle.write(orders_text(next_id, 10).split("\n", 1)[1])
+            next_id += 10
+            time.sleep(0.2)
+        (inbound.drop / "last_id").write_text(str(next_id - 1))
+
+    writer = threading.Thread(target=partner_writes)
+    writer.start()
+    try:
+        first = inbound.run(settle_seconds=2)
+    finally:
+        done.set()
+        writer.join()
+    last_id = int((inbound.drop / "last_id").read_text())
+    (inbound.drop / "last_id").unlink()
+    assert first.state.is_completed(), tail(inbound.log)
+    assert "orders_2.csv: still growing" in tail(inbound.log)
+    check_exactly_once(inbound, {"orders_1.csv": range(1, 101)})
+    assert inbound.files() == ["orders_2.csv", *processed("orders_1.csv")]
+    started = time.monotonic()
+    second = inbound.run(settle_seconds=2)
+    fault.cost(time.monotonic() - started)
+    assert second.state.is_completed(), tail(inbound.log)
+    check_exactly_once(
+        inbound,
+        {"orders_1.csv": range(1, 101), "orders_2.csv": range(1001, last_id + 1)},
+    )
+    assert inbound.files() == processed("orders_1.csv", "orders_2.csv")
+
+
+@pytest.mark.faults
+def test_malformed_line_fails_that_file_only(fault, inbound):
+    """A file with a line of too few fields fails the run, named with the line; it
+    moves to failed/ with none of its rows loaded; the other files load."""
+    fault.expect("failed clean")
+    fault.watch(inbound.log)
+    inbound.drop_file("orders_1.csv", 1, 100)
+    bad = orders_text(1001, 10).split("\n")
+    bad[4] = "1004,acme"
+    (inbound.drop / "orders_2.csv").write_text("\n".join(bad))
+    inbound.drop_file("orders_3.csv", 2001, 100)
+    final = inbound.run()
+    assert final.state.is_failed(), tail(inbound.log)
+    assert "1 of 3 files not loaded: orders_2.csv" in final.state.message
+    assert "line 5" in final.state.message
+    check_exactly_once(
+        inbound, {"orders_1.csv": range(1, 101), "orders_3.csv": range(2001, 2101)}
+    )
+    assert inbound.files() == [
+        "failed/orders_2.csv",
+        *processed("orders_1.csv", "orders_3.csv"),
+    ]
+
+
+@pytest.mark.faults
+def test_same_file_twice_is_archived_and_a_changed_one_loads(fault, inbound):
+    """The partner sends the same file again: the run loads nothing and archives it
+    beside the first, never over it. Then a changed file of that name: it loads."""
+    fault.expect("recovered")
+    fault.watch(inbound.log)
+    inbound.drop_file("orders_1.csv", 1, 100)
+    assert inbound.run().state.is_completed(), tail(inbound.log)
+    inbound.drop_file("orders_1.csv", 1, 100)
+    again = inbound.run()
+    assert again.state.is_completed(), tail(inbound.log)
+    check_exactly_once(inbound, {"orders_1.csv": range(1, 101)})
+    inbound.drop_file("orders_1.csv", 101, 50)
+    changed = inbound.run()
+    assert changed.state.is_completed(), tail(inbound.log)
+    check_exactly_once(
+        inbound, {"orders_1.csv": range(1, 101), "orders_1.csv#2": range(101, 151)}
+    )
+    assert inbound.files() == processed(
+        "orders_1.2.csv", "orders_1.3.csv", "orders_1.csv"
+    )
+    assert (inbound.drop / processed("orders_1.2.csv")[0]).read_text() == orders_text(
+        1, 100
+    )
