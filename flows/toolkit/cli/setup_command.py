@@ -18,6 +18,7 @@ def _setup(arguments, invocation: Invocation):
         env=arguments.env,
         ask=arguments.ask,
         webhook_urls=arguments.notify,
+        systems={"s3": arguments.s3, "smtp": arguments.smtp, "api": arguments.api},
     )
 
 
@@ -44,6 +45,34 @@ COMMANDS = (
                 help="save block SYSTEM-sftp-ENV from FLOWS_<SYSTEM>_SFTP_HOST, _PORT, "
                 "_USERNAME, _KNOWN_HOSTS_FILE, _PRIVATE_KEY_FILE or _PASSWORD, "
                 "_REMOTE_DIR, _ATOMIC_UPLOADS",
+            ),
+            argument(
+                "--s3",
+                action="append",
+                default=[],
+                metavar="SYSTEM",
+                help="save block SYSTEM-s3-ENV (S3 or S3-compatible bucket) from "
+                "FLOWS_<SYSTEM>_S3_BUCKET, _PREFIX, _ENDPOINT_URL, _REGION, "
+                "_ADDRESSING_STYLE (auto, path, virtual), _ACCESS_KEY_ID and "
+                "_SECRET_ACCESS_KEY (both or neither)",
+            ),
+            argument(
+                "--smtp",
+                action="append",
+                default=[],
+                metavar="SYSTEM",
+                help="save block SYSTEM-smtp-ENV (mail server) from "
+                "FLOWS_<SYSTEM>_SMTP_HOST, _PORT, _SECURITY (starttls, tls, none), "
+                "_SENDER, _USERNAME, _PASSWORD, _TRUSTED_CERTIFICATES_FILE",
+            ),
+            argument(
+                "--api",
+                action="append",
+                default=[],
+                metavar="SYSTEM",
+                help="save block SYSTEM-api-ENV (REST API) from "
+                "FLOWS_<SYSTEM>_API_BASE_URL, _BEARER_TOKEN, or _USERNAME and "
+                "_PASSWORD, _HEADERS (a JSON object)",
             ),
             argument(
                 "--notify",

@@ -9,6 +9,7 @@ are never printed.
 Connection blocks (see connections.py), for `--database SYSTEM` and `--sftp SYSTEM`,
 take their values from FLOWS_<SYSTEM>_DATABASE_<FIELD> and FLOWS_<SYSTEM>_SFTP_<FIELD>
 (SYSTEM in capitals, dashes as underscores); CONNECTION_FIELDS lists the fields.
+`--s3`, `--smtp` and `--api` do the same for the blocks setup_fields.py builds.
 `--notify URL` saves a webhook block and its failure policy (see notifications.py).
 """
 
@@ -17,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
@@ -32,19 +31,10 @@ from toolkit.errors import UserError
 from toolkit.settings import Settings, read_variable
 from toolkit.sftp import SftpConnection
 from toolkit.deployer import notifications, prefect_api
+from toolkit.deployer.setup_fields import BUILDERS, SYSTEM_FIELDS, Field, read_file
 from toolkit.deployer.storage import storage_for
 
 QUEUES = ("main", "dev")
-
-
-@dataclass(frozen=True)
-class Field:
-    """One value setup asks for: its variable suffix, whether secret, its default."""
-
-    suffix: str
-    prompt: str
-    secret: bool = False
-    default: str | None = None  # None: required
 
 
 CONNECTION_FIELDS = {
@@ -72,6 +62,7 @@ CONNECTION_FIELDS = {
         ),
     ),
 }
+CONNECTION_FIELDS.update(SYSTEM_FIELDS)
 S3_KEY_FIELDS = (
     Field("FLOWS_S3_ACCESS_KEY_ID", "access key id of the storage bucket", True),
     Field("FLOWS_S3_SECRET_ACCESS_KEY", "secret access key", True),
@@ -139,13 +130,6 @@ async def save_if_changed(block: Block, name: str) -> str:
     return "created" if saved is None else "updated"
 
 
-def _read_file(path: str, variable: str) -> str:
-    try:
-        return Path(path).expanduser().read_text(encoding="utf-8")
-    except OSError as error:
-        raise UserError(f"{variable}: cannot read {path}: {error.strerror}") from None
-
-
 class Setup:
     """What one run of setup will save, read in full before anything is changed."""
 
@@ -205,7 +189,7 @@ class Setup:
         name = f"{system}-sftp-{self.env}"
         key = None
         if values["PRIVATE_KEY_FILE"]:
-            key = _read_file(values["PRIVATE_KEY_FILE"], f"{prefix}PRIVATE_KEY_FILE")
+            key = read_file(values["PRIVATE_KEY_FILE"], f"{prefix}PRIVATE_KEY_FILE")
         if not values["PORT"].isdigit():
             raise UserError(f"{prefix}PORT must be a number, not {values['PORT']!r}")
         block = SftpConnection(
@@ -214,11 +198,24 @@ class Setup:
             username=values["USERNAME"],
             password=self._secret(f"{name}-password", values["PASSWORD"]),
             private_key=self._secret(f"{name}-private-key", key),
-            known_hosts=_read_file(
+            known_hosts=read_file(
                 values["KNOWN_HOSTS_FILE"], f"{prefix}KNOWN_HOSTS_FILE"
             ),
             remote_dir=values["REMOTE_DIR"],
             atomic_uploads=values["ATOMIC_UPLOADS"].lower() not in ("false", "0", "no"),
+        )
+        self.blocks.append((name, block))
+
+    def read_system(self, kind: str, system: str) -> None:
+        """The `kind` block (s3, smtp, api) of `system` and its Secret blocks."""
+        values = self._read_fields(system, kind)
+        if None in values.values():
+            return  # missing: reported with the others
+        name = f"{system}-{kind}-{self.env}"
+        block = BUILDERS[kind](
+            values,
+            lambda suffix, value: self._secret(f"{name}-{suffix}", value),
+            variable_prefix(system, kind),
         )
         self.blocks.append((name, block))
 
@@ -341,8 +338,13 @@ def setup(  # pylint: disable=too-many-arguments
     env: str,
     ask: bool,
     webhook_urls: list[str] = (),
+    systems: dict[str, list[str]] | None = None,
 ) -> list[str]:
-    """Read every value, check them, then create or update what differs."""
+    """Read every value, check them, then create or update what differs.
+
+    `systems` names the systems of each other kind of block: {"s3": [...],
+    "smtp": [...], "api": [...]}.
+    """
     api_url = prefect_api.require_api_url()
     asyncio.run(_check_api(api_url))  # saved secrets are read from it, too
     plan = Setup(settings, env, ask)
@@ -353,6 +355,9 @@ def setup(  # pylint: disable=too-many-arguments
         plan.read_database(system)
     for system in sftp_servers:
         plan.read_sftp(system)
+    for kind, names in (systems or {}).items():
+        for system in names:
+            plan.read_system(kind, system)
     plan.check()
     return asyncio.run(plan.apply())
 
