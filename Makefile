@@ -24,9 +24,11 @@ DEMO_POOL := local-$(WORKER)
 DEMO_ENV := PREFECT_API_URL=http://127.0.0.1:$(DEMO_PORT)/api \
 	FLOWS_WORK_POOL=$(DEMO_POOL) FLOWS_WORK_POOL_TYPE=$(WORKER) \
 	FLOWS_STORAGE_ROOT=$(CURDIR)/.local/flow-storage FLOWS_OUTPUT_DIR=$(CURDIR)/.local/output
-# `make demo` deploys and runs this flow file: the first of flows/ (any file that
-# ends with util.run_flow_command_line_interface), or DEMO_FLOW=flows/x.py.
-DEMO_FLOW ?= $(firstword $(shell grep -l '^ *util\.run_flow_command_line_interface' flows/*.py))
+# `make demo` deploys and runs every flow file of flows/ (any file that ends with
+# util.run_flow_command_line_interface), one after the other, or DEMO_FLOW=flows/x.py
+# alone; the image of WORKER=docker is built from the first one's plan.
+DEMO_FLOWS := $(filter-out flows/util.py,$(shell grep -l '^ *util\.run_flow_command_line_interface' flows/*.py))
+DEMO_FLOW ?= $(DEMO_FLOWS)
 # The team's Python is flows/ without the toolkit; the template's is the toolkit,
 # util.py, tools/ and bench/, linted by test-template.
 TOOLKIT := flows/toolkit
@@ -57,12 +59,14 @@ demo: server
 	mkdir -p .local
 	$(DEMO_ENV) $(PY) flows/util.py setup --no-prompt
 ifeq ($(WORKER),docker)
-	$(DEMO_ENV) $(PY) $(DEMO_FLOW) deploy --dry-run > .local/plan.json
+	$(DEMO_ENV) $(PY) $(firstword $(DEMO_FLOW)) deploy --dry-run > .local/plan.json
 	$(PY) tools/docker_images.py build --tag-of-plan .local/plan.json
 endif
-	$(DEMO_ENV) $(PY) $(DEMO_FLOW) deploy | tee .local/deploy.out
-	$(DEMO_ENV) $(PY) tools/local_prefect.py run-deployment --port $(DEMO_PORT) \
-		--pool $(DEMO_POOL) --param env=dev "$$(sed -n '1s/^Deployed \(.*\) as .*/\1/p' .local/deploy.out)"
+	set -e; for flow_file in $(DEMO_FLOW); do \
+		$(DEMO_ENV) $(PY) $$flow_file deploy | tee .local/deploy.out; \
+		$(DEMO_ENV) $(PY) tools/local_prefect.py run-deployment --port $(DEMO_PORT) \
+			--pool $(DEMO_POOL) --param env=dev "$$(sed -n '1s/^Deployed \(.*\) as .*/\1/p' .local/deploy.out)"; \
+	done
 	@echo "The server stays up for the UI at http://127.0.0.1:$(DEMO_PORT); 'make stop' ends it."
 
 stop:

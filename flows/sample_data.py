@@ -6,7 +6,9 @@ students, courses and enrollments.
 
 from __future__ import annotations
 
+import os
 import random
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text
@@ -108,3 +110,39 @@ def load_sample_data(engine: Engine) -> None:
 def sample_database(folder: Path) -> DatabaseConnection:
     """The SQLite sample database in `folder`, made on first use: dev's embedded default."""
     return sqlite_database(folder / "sample_university.sqlite", load_sample_data)
+
+
+PLACEMENT_TESTS = ("math", "writing")
+# The partner's sample files: one per test day, each a few hundred scores.
+TEST_DAYS = ("2024-07-15", "2024-07-29")
+
+
+def sample_score_files(seed: int = SEED) -> dict[str, str]:
+    """The placement-test partner's files as it would send them: name -> CSV text."""
+    rng = random.Random(seed)
+    files = {}
+    for day in TEST_DAYS:
+        lines = ["student_id,test,score,taken_at"]
+        start = datetime.fromisoformat(f"{day} 09:00:00")
+        for student_id in rng.sample(range(1, STUDENT_COUNT + 1), 150):
+            test = rng.choice(PLACEMENT_TESTS)
+            score = rng.randint(200, 1000) / 10
+            taken_at = start + timedelta(seconds=rng.randint(0, 8 * 3600))
+            lines.append(
+                f'{student_id},"{test}",{score:.1f},{taken_at:%Y-%m-%d %H:%M:%S}'
+            )
+        files[f"scores_{day}.csv"] = "\n".join(lines) + "\n"
+    return files
+
+
+def drop_sample_score_files(folder: Path) -> list[str]:
+    """Put the partner's sample files in `folder`, as the partner would (whole, under
+    their final names), unless it holds files already; the names dropped."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(path.is_file() for path in folder.glob("scores_*.csv")):
+        return []
+    for name, text in sample_score_files().items():
+        partial = folder / f".{name}.part"
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, folder / name)
+    return sorted(sample_score_files())

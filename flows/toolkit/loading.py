@@ -387,5 +387,6 @@ def run_sql(
         # pylint: disable-next=protected-access
         result = connection.execute(database._statement(statement), parameters or {})
         touched = result.rowcount
-    run_logger().info("ran %s: %s rows", statement.splitlines()[0][:80], touched)
+    rows = f"{touched:,} rows" if touched >= 0 else "done"  # DDL counts no rows
+    run_logger().info("ran %s: %s", statement.splitlines()[0][:80], rows)
     return touched

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ GUIDE = REPOSITORY_DIR / "flows" / "toolkit" / "docs" / "first-flow.md"
 # building one.
 VENV = REPOSITORY_DIR / ".venv"
 SECTION = "# Your first flow"
+INBOUND_SECTION = "## Your first inbound flow"
 # A fenced block whose first line names the file it is: `# flows/x.py`, `-- flows/x.sql`.
 FILE_BLOCK = re.compile(
     r"^ *```(?:python|sql)\n *(?:#|--) (flows/\S+)\n(.*?)^ *```", re.M | re.S
@@ -37,6 +39,13 @@ def first_flow_section() -> str:
     text = GUIDE.read_text(encoding="utf-8")
     assert SECTION in text, f"{GUIDE.name} has no {SECTION!r} section"
     return text.split(SECTION, 1)[1].split("\n## ", 1)[0]
+
+
+def inbound_section() -> str:
+    """The page's inbound variant, up to its next section."""
+    text = GUIDE.read_text(encoding="utf-8")
+    assert INBOUND_SECTION in text, f"{GUIDE.name} has no {INBOUND_SECTION!r} section"
+    return text.split(INBOUND_SECTION, 1)[1].split("\n## ", 1)[0]
 
 
 def guide_command(section: str, start: str) -> list[str]:
@@ -219,3 +228,58 @@ def plan_from_a_branch(section: str, repository: Path, env: dict) -> dict:
     start = planned.stdout.index("{")
     plan, _ = json.JSONDecoder().raw_decode(planned.stdout, start)
     return plan
+
+
+PAYMENTS = (
+    "payment_id,customer,amount,status,paid_at\n"
+    '1,"acme",12.50,"settled",2024-08-01 09:00:00.250000\n'
+    '2,"globex",0.99,"pending",2024-08-01 10:00:00\n'
+)
+
+
+def run_the_inbound_flow(section: str, repository: Path, env: dict, drop: Path):
+    """Drop the partner's file, then the guide's `run` command; its output."""
+    drop.mkdir(parents=True, exist_ok=True)
+    (drop / "payments_2024-08-01.csv").write_text(PAYMENTS, encoding="utf-8")
+    command = guide_command(section, "python3 flows/payments_flow.py run")
+    ran = run([sys.executable, *command[1:]], repository, env)
+    assert ran.returncode == 0, ran.stdout[-6000:]
+    return ran.stdout
+
+
+@pytest.mark.inbound
+def test_the_inbound_variant_of_the_guide_loads_a_file_once(tmp_path):
+    """The guide's inbound flow, written into a new team repository without the
+    example: its test and the flow-file checks pass, a dev run loads a dropped file
+    and archives it, and the same file dropped again is not loaded twice."""
+    section = inbound_section()
+    env = repository_environment(tmp_path)
+    env.pop("PREFECT_API_URL", None)  # a dev run needs no server
+    repository = tmp_path / "acme-sales-flows-payments"
+    use_this_template(repository, env)
+    delete_the_example(first_flow_section(), repository, env)
+    files = guide_files(section)
+    assert sorted(files) == [
+        "flows/payments_flow.py",
+        "flows/sql/create_payments.sql",
+        "flows/tests/test_payments_flow.py",
+    ]
+    for path, text in files.items():
+        (repository / path).parent.mkdir(parents=True, exist_ok=True)
+        (repository / path).write_text(text, encoding="utf-8")
+    tests = guide_command(section, "python3 -m pytest")
+    checked = run([sys.executable, *tests[1:]], repository, env)
+    assert checked.returncode == 0, checked.stdout[-6000:]
+    assert "test_payments_flow.py::test_a_payment_sent_again" in checked.stdout
+
+    drop = tmp_path / "output" / "dev" / "payments-drop"
+    first = run_the_inbound_flow(section, repository, env, drop)
+    second = run_the_inbound_flow(section, repository, env, drop)
+
+    assert "loaded payments_2024-08-01.csv: 2 rows" in first
+    assert "skipped payments_2024-08-01.csv: already loaded" in second
+    day = datetime.now(timezone.utc).date().isoformat()
+    assert sorted(os.listdir(drop / "processed" / day)) == [
+        "payments_2024-08-01.2.csv",
+        "payments_2024-08-01.csv",
+    ]
