@@ -41,6 +41,22 @@ class MessageRefused(retries.PermanentFailure, ValueError):
     """A message that no server will take as it is (too large, a table too long)."""
 
 
+class LoginRefused(smtplib.SMTPAuthenticationError):
+    """The server refused the login (535): one line that says what to check."""
+
+    def __init__(self, error: smtplib.SMTPResponseException, where: str):
+        super().__init__(error.smtp_code, error.smtp_error)
+        reply = error.smtp_error
+        reply = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+        self.line = (
+            f"SMTP login as {where} refused ({error.smtp_code} {reply}): check the "
+            "username and password of the SMTP block"
+        )
+
+    def __str__(self) -> str:
+        return self.line
+
+
 class SmtpConnection(Block):
     """A mail server to send through: address, TLS, login, and the sender."""
 
@@ -157,11 +173,30 @@ def _open_smtp(connection: SmtpConnection) -> smtplib.SMTP:
         if connection.security == "starttls":
             session.starttls(context=connection.tls_context())
         if connection.username and connection.security != "none":
-            session.login(connection.username, _password(connection))
+            _log_in(session, connection.username, _password(connection))
+    except smtplib.SMTPAuthenticationError as error:
+        session.close()
+        where = f"{connection.username} at {connection.describe()}"
+        raise LoginRefused(error, where) from None
     except BaseException:
         session.close()
         raise
     return session
+
+
+def _log_in(session: smtplib.SMTP, username: str, password: str) -> None:
+    """AUTH PLAIN where offered, else smtplib's choice. smtplib's login() tries each
+    mechanism in turn after a refusal: a wrong password would count as several
+    failed logins against the account's lockout."""
+    session.ehlo_or_helo_if_needed()
+    offered = session.esmtp_features.get("auth", "").upper().split()
+    if "PLAIN" not in offered:
+        session.login(username, password)
+        return
+    session.user, session.password = username, password
+    code, reply = session.auth("PLAIN", session.auth_plain)
+    if code != 235:
+        raise smtplib.SMTPAuthenticationError(code, reply)
 
 
 def _password(connection: SmtpConnection) -> str:

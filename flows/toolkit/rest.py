@@ -15,10 +15,12 @@ query parameters that look secret (`api_key=...`) masked.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Dict, Iterable, Iterator, Optional, Sequence
+from urllib.parse import quote
 
 import httpx
 import pandas as pd
@@ -111,11 +113,14 @@ Paging = LinkPaging | CursorPaging | OffsetPaging
 def public_url(url: httpx.URL | str) -> str:
     """`url` with the values of secret-looking query parameters masked."""
     url = httpx.URL(str(url))
-    masked = [
-        (name, MASK if any(w in name.lower() for w in SECRET_PARAMETER_WORDS) else v)
+    if not url.query:
+        return str(url)
+    fields = [
+        f"{quote(name)}="
+        + (MASK if any(w in name.lower() for w in SECRET_PARAMETER_WORDS) else quote(v))
         for name, v in url.params.multi_items()
     ]
-    return str(url.copy_with(params=masked)) if masked else str(url)
+    return f"{url.copy_with(query=None)}?{'&'.join(fields)}"
 
 
 def _retry_after(response: httpx.Response, attempt: int, longest: float) -> float:
@@ -188,8 +193,24 @@ def page_frame(body: Any, records: str | Sequence[str] | None) -> pd.DataFrame:
     if isinstance(records, str):
         records = records.split(".")
     if records is None:
-        return pd.json_normalize(body)
-    return pd.json_normalize(body, record_path=list(records))
+        frame = pd.json_normalize(body)
+    else:
+        frame = pd.json_normalize(body, record_path=list(records))
+    return _lists_as_json(frame)
+
+
+def _lists_as_json(frame: pd.DataFrame) -> pd.DataFrame:
+    """Lists (and objects json_normalize leaves whole) as JSON text: a CSV field
+    holds text, and JSON is what a reader can parse back."""
+    for name in frame.columns[frame.dtypes == object]:
+        column = frame[name]
+        if column.map(lambda value: isinstance(value, (list, dict))).any():
+            frame[name] = column.map(
+                lambda value: (
+                    json.dumps(value) if isinstance(value, (list, dict)) else value
+                )
+            )
+    return frame
 
 
 def _field(body: Any, dotted: str) -> Any:
@@ -251,7 +272,8 @@ def iterate_pages(  # pylint: disable=too-many-arguments
             request = _next_request(
                 paging, response, body, request[1] or {}, len(frame)
             )
-            yield frame
+            if len(frame):  # offset paging's last request may find nothing
+                yield frame
     run_logger().info(
         "read %d pages, %s records from %s",
         pages,
