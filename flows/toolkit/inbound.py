@@ -212,6 +212,21 @@ def summarize_pickup(reports: list[FileReport], key: str | None, where: str) -> 
     )
 
 
+def _load_one(  # pylint: disable=too-many-arguments,too-many-positional-arguments
+    folder, dropped, target, plan, rules, day, progress_seconds
+) -> FileReport:
+    """The task run of one file, as its report: what it did, or why it failed."""
+    state = load_dropped_file(
+        folder, dropped, target, plan, rules, day=day,
+        progress_seconds=progress_seconds, return_state=True,
+    )  # fmt: skip
+    # pylint: disable=no-member  # return_state: a State, not the report
+    if state.is_completed():
+        return state.result()
+    error = state.result(raise_on_failure=False)
+    return FileReport(dropped.name, "failed", one_line(error), mode=plan.mode)
+
+
 def pick_up_and_load(  # pylint: disable=too-many-arguments
     folder: pickup.DropFolder,
     target: database.DatabaseConnection,
@@ -232,18 +247,14 @@ def pick_up_and_load(  # pylint: disable=too-many-arguments
     reports = [
         FileReport(dropped.name, "left", reason) for dropped, reason in settled.left
     ]
-    for dropped in settled.taken:
-        state = load_dropped_file(
-            folder, dropped, target, plan, rules, day=day,
-            progress_seconds=progress_seconds, return_state=True,
-        )  # fmt: skip
-        # pylint: disable=no-member  # return_state: a State, not the report
-        if state.is_completed():
-            reports.append(state.result())
-        else:
-            error = state.result(raise_on_failure=False)
-            reports.append(FileReport(dropped.name, "failed", one_line(error),
-                                      mode=plan.mode))  # fmt: skip
+    try:
+        for dropped in settled.taken:
+            reports.append(
+                _load_one(folder, dropped, target, plan, rules, day, progress_seconds)
+            )
+    finally:
+        if hasattr(folder, "close"):  # an SFTP session, open since the listing
+            folder.close()
     summarize_pickup(reports, artifact_key, folder.describe())
     failed = [report for report in reports if report.outcome == "failed"]
     if failed:
