@@ -215,3 +215,44 @@ def test_inbound_fixture_flow_loads_from_sftp_into_postgres(postgres, sshd, tmp_
         f"processed/{TODAY}/orders_2.csv",
     ]
     engine.dispose()
+
+
+def test_files_dropped_on_s3_load_once_and_move(target, s3_bucket):
+    """The same run over an S3 prefix (moto's server): good files load and move to
+    processed/<day>/, the bad one to failed/, and the run fails naming it."""
+    # pylint: disable-next=import-outside-toplevel
+    from toolkit.object_storage import S3Connection, S3DropFolder
+
+    block, engine = target
+    connection = S3Connection(
+        bucket=s3_bucket.bucket,
+        prefix="partner/incoming",
+        endpoint_url=s3_bucket.endpoint_url,
+        access_key_id=Secret(value=s3_bucket.access_key_id),
+        secret_access_key=Secret(value=s3_bucket.secret_access_key),
+        timeout_seconds=10,
+    )
+    client = connection.client()
+    for name, content in {**GOOD, "c.csv": BAD}.items():
+        client.put_object(
+            Bucket=connection.bucket, Key=connection.key(name), Body=content.encode()
+        )
+    folder = S3DropFolder(connection)
+    rules = PickupRules(settle_seconds=0, on_failure="move")
+
+    state = inbound_run(folder, block, LoadPlan("orders"), rules, return_state=True)
+
+    assert state.is_failed() and "1 of 3 files not loaded: c.csv" in state.message
+    assert ids_in(engine) == [1, 2, 3]
+    assert folder.list_files("*") == []
+    for moved in (
+        "failed/c.csv",
+        f"processed/{TODAY}/a.csv",
+        f"processed/{TODAY}/b.csv",
+    ):
+        assert folder.exists(moved), moved
+    with engine.connect() as connection_:
+        sources = connection_.execute(
+            text("SELECT DISTINCT source FROM flows_inbound_ledger")
+        ).all()
+    assert sources == [(f"s3://{s3_bucket.bucket}/partner/incoming",)]
