@@ -217,7 +217,9 @@ def test_inbound_fixture_flow_loads_from_sftp_into_postgres(postgres, sshd, tmp_
     engine.dispose()
 
 
-def test_files_dropped_on_s3_load_once_and_move(target, s3_bucket):
+def test_files_dropped_on_s3_load_once_and_move(  # pylint: disable=too-many-locals
+    target, s3_bucket
+):
     """The same run over an S3 prefix (moto's server): good files load and move to
     processed/<day>/, the bad one to failed/, and the run fails naming it."""
     # pylint: disable-next=import-outside-toplevel
