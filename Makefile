@@ -131,6 +131,7 @@ release: venv
 
 bench: venv
 	$(PY) bench/etl.py --rows 2000000
+	$(PY) bench/load.py --rows 2000000
 	$(PY) bench/concurrency.py
 	$(PY) bench/storage.py
 	$(PY) bench/deploy_all.py
