@@ -4,6 +4,7 @@ values, exact values, and the ledger that makes a second load of a file a no-op.
 import io
 import logging
 import re
+import threading
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -223,3 +224,25 @@ def test_progress_lines_say_rows_megabytes_and_speed(engine, caplog):
         r"big\.csv: [\d,]+ rows, [\d.]+ MB so far, [\d.]+ MB/s", caplog.text
     )
     assert progress.rows == 20_000
+
+
+def test_two_loads_of_one_file_at_once_commit_it_once(postgres):
+    """Two runs load the same file at the same moment: the ledger's unique key makes
+    the second wait for the first, then roll back; the rows are there once."""
+    engine = fresh_database(postgres, "loading_race")
+    with engine.begin() as connection:
+        connection.execute(text(CREATE_PAYMENTS.replace(" PRIMARY KEY", "")))
+    outcomes = []
+    threads = [
+        threading.Thread(
+            target=lambda: outcomes.append(load(engine, MONDAY, LoadPlan("payments")))
+        )
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcome.loaded for outcome in outcomes) == [False, True]
+    assert [row[0] for row in rows_of(engine)] == [1, 2]
+    engine.dispose()
