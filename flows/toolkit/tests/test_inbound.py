@@ -258,3 +258,28 @@ def test_files_dropped_on_s3_load_once_and_move(  # pylint: disable=too-many-loc
             text("SELECT DISTINCT source FROM flows_inbound_ledger")
         ).all()
     assert sources == [(f"s3://{s3_bucket.bucket}/partner/incoming",)]
+
+
+def test_marker_files_gate_the_load_and_move_with_their_file(target, tmp_path):
+    """With markers, only a file whose marker is there loads; the marker moves with
+    it; a file without one waits, named in the artifact's reasons."""
+    block, engine = target
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "a.csv").write_text(GOOD["a.csv"])
+    (drop / "a.csv.done").write_text("")
+    (drop / "b.csv").write_text(GOOD["b.csv"])
+    rules = PickupRules("*.csv", marker_suffix=".done")
+    reports = inbound_run(
+        pickup.LocalDropFolder(drop), block, LoadPlan("orders"), rules
+    )
+    assert [(r.file, r.outcome) for r in reports] == [
+        ("b.csv", "left"),
+        ("a.csv", "loaded"),
+    ]
+    assert ids_in(engine) == [1, 2]
+    assert files_under(drop) == [
+        "b.csv",
+        f"processed/{TODAY}/a.csv",
+        f"processed/{TODAY}/a.csv.done",
+    ]

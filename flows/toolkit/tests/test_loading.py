@@ -246,3 +246,17 @@ def test_two_loads_of_one_file_at_once_commit_it_once(postgres):
     assert sorted(outcome.loaded for outcome in outcomes) == [False, True]
     assert [row[0] for row in rows_of(engine)] == [1, 2]
     engine.dispose()
+
+
+def test_replace_with_a_bound_parameter(engine):
+    """replace's condition takes bound parameters: the day's rows go, others stay."""
+    load(engine, MONDAY, LoadPlan("payments"))
+    load(engine, TUESDAY.replace("\n2,", "\n5,"), LoadPlan("payments"), "t.csv")
+    plan = LoadPlan(
+        "payments",
+        "replace",
+        replace_where="day = :day",
+        parameters={"day": "2024-08-01"},
+    )
+    load(engine, HEADER + '8,"ken",1.00,2024-08-01,,\n', plan, "monday-again.csv")
+    assert [row[0] for row in rows_of(engine)] == [3, 5, 8]
