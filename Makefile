@@ -132,6 +132,7 @@ release: venv
 bench: venv
 	$(PY) bench/etl.py --rows 2000000
 	$(PY) bench/load.py --rows 2000000
+	$(PY) bench/s3_delivery.py --rows 2700000
 	$(PY) bench/concurrency.py
 	$(PY) bench/storage.py
 	$(PY) bench/deploy_all.py
