@@ -264,6 +264,7 @@ def iterate_pages(  # pylint: disable=too-many-arguments
     pages = rows = 0
     request: tuple[str, dict | None] | None = (path, params)
     with connection.client() as client:
+        where = public_url(client.build_request("GET", path).url)
         while request is not None and (max_pages is None or pages < max_pages):
             response = get_json(client, connection, *request)
             body = response.json()
@@ -278,7 +279,7 @@ def iterate_pages(  # pylint: disable=too-many-arguments
         "read %d pages, %s records from %s",
         pages,
         f"{rows:,}",
-        public_url(httpx.URL(connection.base_url).join(path)),
+        where,
     )
 
 
