@@ -87,7 +87,7 @@ def read_sql_file(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def _statement(query: str):
+def statement_of(query: str):
     """A query given as `sql/<file>.sql` is read from flows/sql/, else used as is."""
     if query.startswith("sql/") and query.endswith(".sql"):
         query = read_sql_file(query.removeprefix("sql/"))
@@ -95,7 +95,7 @@ def _statement(query: str):
 
 
 @contextlib.contextmanager
-def _engine_of(source: DatabaseConnection | Engine) -> Iterator[Engine]:
+def engine_of(source: DatabaseConnection | Engine) -> Iterator[Engine]:
     """The caller's engine as it is, or one made from the block for this call only:
     disposed after it, so that no task leaves connections open on the server."""
     if isinstance(source, Engine):
@@ -119,9 +119,9 @@ def query_dataframe(
     numeric arrives exact, as in `iterate_query_frames`; cast it to float in the query
     or the flow where floats are wanted.
     """
-    with _engine_of(source) as engine, engine.connect() as connection:
+    with engine_of(source) as engine, engine.connect() as connection:
         frame = pd.read_sql(
-            _statement(query), connection, params=parameters or {}, coerce_float=False
+            statement_of(query), connection, params=parameters or {}, coerce_float=False
         )
     frame = arrow_csv.normalize_driver_values(frame)
     run_logger().info("read %d rows from %s", len(frame), engine.url)
@@ -140,7 +140,7 @@ def iterate_query_frames(
     large the result; databases without one (SQLite) still return chunks. numeric
     arrives exact, as `Decimal` values (`arrow_csv.exact_numbers`), never as float.
     """
-    with _engine_of(source) as engine:
+    with engine_of(source) as engine:
         if engine.dialect.name == "postgresql":
             yield from _postgres_frames(engine, query, parameters, chunk_rows)
             return
@@ -149,7 +149,7 @@ def iterate_query_frames(
                 stream_results=True, max_row_buffer=chunk_rows
             )
             for frame in pd.read_sql(
-                _statement(query),
+                statement_of(query),
                 streaming,
                 params=parameters or {},
                 chunksize=chunk_rows,
@@ -174,7 +174,7 @@ def copy_query_as_csv(
     """
     # Writes of one row each would cost a sink call per row: buffer them in C.
     buffered = io.BufferedWriter(CountingWriter(destination), CHUNK_BYTES)
-    with _engine_of(source) as engine, engine.connect() as connection:
+    with engine_of(source) as engine, engine.connect() as connection:
         if engine.dialect.name == "postgresql":
             rows = _postgres_copy(connection, query, parameters, buffered)
         else:
@@ -189,7 +189,7 @@ def _bound_postgres_query(cursor, query: str, parameters) -> str:
     The driver quotes each value exactly as it does for an ordinary bound query;
     SQLAlchemy first turns `:name` markers into the driver's `%(name)s`.
     """
-    statement = str(_statement(query).compile(dialect=psycopg2.dialect()))
+    statement = str(statement_of(query).compile(dialect=psycopg2.dialect()))
     return cursor.mogrify(statement.strip().rstrip(";"), parameters or {}).decode()
 
 
@@ -290,7 +290,7 @@ def _stream_rows(connection, query, parameters, destination, progress) -> int:
     )
     writer = csv.writer(wrapper, lineterminator="\n")  # as COPY and pandas write
     result = connection.execution_options(stream_results=True).execute(
-        _statement(query), parameters or {}
+        statement_of(query), parameters or {}
     )
     writer.writerow(result.keys())
     rows = 0

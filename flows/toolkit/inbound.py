@@ -114,7 +114,7 @@ def _load_or_skip(folder, dropped, target, plan, progress) -> loading.LoadOutcom
     listing = loading.Listing(
         folder.describe(), dropped.name, dropped.size, dropped.modified
     )
-    with database._engine_of(target) as engine:  # pylint: disable=protected-access
+    with database.engine_of(target) as engine:
         if loading.content_loaded_before(
             engine, plan.table, listing, lambda: folder.open_file(dropped.name)
         ):

@@ -382,10 +382,8 @@ def run_sql(
 ) -> int:
     """Run one statement (text, or `sql/<file>.sql` from flows/sql/) with bound
     parameters, in its own transaction, before or after a load; rows it touched."""
-    # pylint: disable-next=protected-access
-    with database._engine_of(target) as engine, engine.begin() as connection:
-        # pylint: disable-next=protected-access
-        result = connection.execute(database._statement(statement), parameters or {})
+    with database.engine_of(target) as engine, engine.begin() as connection:
+        result = connection.execute(database.statement_of(statement), parameters or {})
         touched = result.rowcount
     rows = f"{touched:,} rows" if touched >= 0 else "done"  # DDL counts no rows
     run_logger().info("ran %s: %s", statement.splitlines()[0][:80], rows)
