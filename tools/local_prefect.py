@@ -149,19 +149,24 @@ def stop_server(home: Path) -> bool:
     return True
 
 
-def worker_command(pool: str, name: str | None, limit: int | None) -> list[str]:
-    """`prefect worker start` for `pool`, named and limited when asked."""
+def worker_command(
+    pool: str, name: str | None, limit: int | None, worker_type: str | None = None
+) -> list[str]:
+    """`prefect worker start` for `pool`, named, limited and of a type when asked
+    (else the pool's type)."""
     command = [PREFECT_EXECUTABLE, "worker", "start", "--pool", pool]
     if name is not None:
         command += ["--name", name]
     if limit is not None:
         command += ["--limit", str(limit)]
+    if worker_type is not None:
+        command += ["--type", worker_type]
     return command
 
 
 @contextmanager
-def running_worker(
-    pool: str, url: str, log_path: Path, *, name=None, limit=None
+def running_worker(  # pylint: disable=too-many-arguments
+    pool: str, url: str, log_path: Path, *, name=None, limit=None, worker_type=None
 ) -> Iterator[subprocess.Popen]:
     """A worker of `pool` polling every second, stopped when the block ends.
 
@@ -172,7 +177,7 @@ def running_worker(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         worker = subprocess.Popen(  # pylint: disable=consider-using-with
-            worker_command(pool, name, limit),
+            worker_command(pool, name, limit, worker_type),
             env=quiet_environment(
                 PREFECT_API_URL=url,
                 PREFECT_WORKER_QUERY_SECONDS="1",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,36 +63,6 @@ class ContainerRun:
     flow_run: object
     inspected: dict
     logs: str
-
-
-def docker_worker_command(pool: str, name: str, limit: int | None) -> list[str]:
-    """`prefect worker start --type docker` for `pool`."""
-    return local_prefect.worker_command(pool, name, limit) + ["--type", "docker"]
-
-
-@contextmanager
-def running_docker_worker(pool: str, url: str, log_path: Path, name: str, limit=None):
-    """A Docker worker of `pool` polling every second, in the log's folder (no
-    checkout), stopped when the block ends."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        worker = subprocess.Popen(  # pylint: disable=consider-using-with
-            docker_worker_command(pool, name, limit),
-            env=local_prefect.quiet_environment(
-                PREFECT_API_URL=url,
-                PREFECT_WORKER_QUERY_SECONDS="1",
-                PREFECT_LOGGING_LEVEL="INFO",
-            ),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=log_path.parent,
-        )
-    try:
-        yield worker
-    finally:
-        local_prefect.stop_process(worker)
 
 
 async def _create_runs_and_wait(deployment_name, runs: int, job_variables: dict):
@@ -150,7 +120,9 @@ def run_in_containers(  # pylint: disable=too-many-arguments
     with ExitStack() as workers:
         for name, log_path in logs.items():
             workers.enter_context(
-                running_docker_worker(pool, url, log_path, name, limit)
+                local_prefect.running_worker(
+                    pool, url, log_path, name=name, limit=limit, worker_type="docker"
+                )
             )
         flow_runs = asyncio.run(
             _create_runs_and_wait(deployment_name, runs, job_variables or {})
