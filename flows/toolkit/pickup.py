@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
+import glob
 import os
 import posixpath
 import stat
@@ -310,18 +311,36 @@ def settle(
 
 def _settle_by_marker(folder: DropFolder, pattern: str, suffix: str) -> Settled:
     listed = folder.list_files(pattern)
-    names = {dropped.name for dropped in listed}
+    by_name = {dropped.name: dropped for dropped in listed}
     taken, left = [], []
     for dropped in listed:
-        if dropped.name.endswith(suffix) and dropped.name[: -len(suffix)] in names:
+        if dropped.name.endswith(suffix) and dropped.name[: -len(suffix)] in by_name:
             continue  # a marker matched by the pattern is not a file to load
-        if dropped.name + suffix in names or folder.exists(dropped.name + suffix):
+        marker = by_name.get(dropped.name + suffix) or _listed(
+            folder, dropped.name + suffix
+        )
+        # A marker older than its file belongs to an earlier upload of that name (a
+        # run killed between moving the file and its marker leaves one): the file
+        # now is a new upload, maybe under way, until its own marker comes.
+        if marker is not None and marker.modified >= dropped.modified:
             taken.append(dropped)
-        else:
+            continue
+        if marker is None:
             reason = f"no marker {dropped.name}{suffix} yet: left for the next run"
-            run_logger().info("%s: %s", dropped.name, reason)
-            left.append((dropped, reason))
+        else:
+            reason = (
+                f"its marker {marker.name} is older than the file (an earlier "
+                "upload's): left until a new marker comes"
+            )
+        run_logger().info("%s: %s", dropped.name, reason)
+        left.append((dropped, reason))
     return Settled(taken, left)
+
+
+def _listed(folder: DropFolder, name: str) -> DroppedFile | None:
+    """The folder's file `name` as listed (size and time), or None."""
+    found = folder.list_files(glob.escape(name))
+    return found[0] if found else None
 
 
 def move_without_overwrite(folder: DropFolder, name: str, destination_dir: str) -> str:

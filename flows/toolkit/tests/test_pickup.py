@@ -97,6 +97,23 @@ def test_settle_by_marker(drop):
     assert [f.name for f, _ in settled.left] == ["b.csv"]
 
 
+def test_a_marker_older_than_its_file_is_an_earlier_uploads(drop):
+    """A marker left from an earlier upload of the name (a run killed between moving
+    the file and its marker) does not make the next upload of that name complete."""
+    folder, path = drop
+    (path / "a.csv.done").write_text("")
+    os.utime(path / "a.csv.done", (1_700_000_000, 1_700_000_000))
+    (path / "a.csv").write_text("a\n")  # the partner's new upload, maybe half
+    settled = pickup.settle(folder, "*.csv", marker_suffix=".done")
+    assert not settled.taken
+    [(left, reason)] = settled.left
+    assert left.name == "a.csv" and "older than the file" in reason
+    (path / "a.csv.done").write_text("")  # the new upload's own marker
+    assert [
+        f.name for f in pickup.settle(folder, "*.csv", marker_suffix=".done").taken
+    ] == ["a.csv"]
+
+
 def test_describe_names_the_place(sshd, tmp_path):
     """The source recorded in the ledger says where the folder is."""
     connection = sftp_connection_to(sshd, str(tmp_path))
