@@ -176,12 +176,17 @@ def insert_in_batches(  # pylint: disable=too-many-arguments
     return rows
 
 
+def insert_staged(target: str, names: list[str]) -> str:
+    """SQL that copies the staged rows into `target` (quoted names)."""
+    columns = ", ".join(names)
+    return f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {STAGED}"
+
+
 def upsert_statements(connection: Connection, target: str, names: list[str], plan):
     """SQL that moves the staged rows in, replacing those of the same key."""
     quote = connection.dialect.identifier_preparer.quote
     key = [quote(name) for name in plan.key]
-    columns = ", ".join(names)
-    insert = f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {STAGED}"
+    insert = insert_staged(target, names)
     if connection.dialect.name in ("postgresql", "sqlite"):
         others = [name for name in names if name not in key]
         action = (

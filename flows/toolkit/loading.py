@@ -246,11 +246,7 @@ def move_staged_rows(connection: Connection, plan: LoadPlan, columns) -> None:
     """The mode's statements, from the staging table into the table."""
     target = _table_sql(connection, plan.table)
     names = [_quote(connection, column["name"]) for column in columns]
-    insert = (
-        f"INSERT INTO {target} ({', '.join(names)}) "
-        f"SELECT {', '.join(names)} FROM {STAGED}"
-    )
-    statements = [insert]
+    statements = [generic_load.insert_staged(target, names)]
     if plan.mode == "truncate":
         statements.insert(0, f"DELETE FROM {target}")
     elif plan.mode == "replace":
