@@ -37,20 +37,35 @@ TEMPLATE_LINTED := $(TOOLKIT) flows/util.py tools bench
 # tests wait on servers and subprocesses (measured: 312 s with 2, 280 s with 3).
 TEMPLATE_WORKERS ?= 3
 
-.PHONY: venv demo server stop setup test lint test-template test-faults test-image \
+.PHONY: venv lock demo server stop setup test lint test-template test-faults test-image \
 	lint-template format reference bench deploy-all delete-branch upgrade release clean
 
-venv: $(VENV)/.installed
+# `make venv` installs exactly the developer lock (requirements-dev.lock), hashes
+# checked; KUBERNETES=1 the lock with the Kubernetes pool type
+# (requirements-kubernetes.lock): where setup and deploy run for a Kubernetes pool, and
+# for the toolkit's own tests. uv's `pip sync` removes whatever the lock does not hold,
+# so one venv moves between the two; it syncs again only when its lock changed.
+# Nothing resolves here: `make lock` does that (tools/locks.py).
+VENV_LOCK = $(if $(KUBERNETES),requirements-kubernetes.lock,requirements-dev.lock)
+venv: | $(UV)
+	@$(PYTHON) tools/locks.py check
+	@if [ "$$(cat $(VENV)/.synced 2>/dev/null)" != "$$(sha256sum $(VENV_LOCK))" ]; then \
+		echo "$(UV) pip sync --require-hashes $(VENV_LOCK)"; \
+		$(UV) pip sync --quiet --compile-bytecode --require-hashes --python $(PY) \
+			$(VENV_LOCK) && sha256sum $(VENV_LOCK) > $(VENV)/.synced; \
+	fi
 
-# KUBERNETES=1 adds the Kubernetes pool type (requirements-kubernetes.txt): where setup
-# and deploy run for a Kubernetes pool, and for the toolkit's own tests.
-$(VENV)/.installed: image/requirements.txt image/requirements-template.txt requirements-dev.txt \
-		requirements-kubernetes.txt Makefile
-	$(PYTHON) -m venv --clear $(VENV)
+# uv alone, pinned, in a new venv: what locks and syncs the rest.
+$(UV):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(UV) pip install --quiet --compile-bytecode --python $(PY) -r image/requirements.txt \
-		-r requirements-dev.txt $(if $(KUBERNETES),-r requirements-kubernetes.txt)
-	touch $@
+
+# The locks again after a requirements file changed, keeping every pin it can;
+# UPGRADE=1 takes the newest releases the bounds allow (EXCLUDE_NEWER=YYYY-MM-DD: none
+# published after that day). Prints each version that moved.
+lock: | $(UV)
+	$(PYTHON) tools/locks.py write --uv $(UV) $(if $(UPGRADE),--upgrade) \
+		$(if $(EXCLUDE_NEWER),--exclude-newer $(EXCLUDE_NEWER))
 
 server: venv
 	$(PY) tools/local_prefect.py start --port $(DEMO_PORT)
@@ -97,8 +112,9 @@ lint-template: venv
 	$(PY) -m pylint --jobs=2 --fail-under=8.5 $(TEMPLATE_LINTED)
 	PYTHONPATH=flows $(VENV)/bin/lint-imports --no-cache
 
+# The toolkit's tests include the Kubernetes pool's: its venv is the Kubernetes lock's.
+test-template: KUBERNETES = 1
 test-template: lint-template
-	$(UV) pip install --quiet --compile-bytecode --python $(PY) -r requirements-kubernetes.txt
 	$(PY) -m pytest -n $(TEMPLATE_WORKERS) -m "not faults and not docker" $(TOOLKIT)/tests
 
 # The fault tests (a server restarted mid-run): on their own, so that a restart never

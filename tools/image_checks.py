@@ -81,7 +81,7 @@ def import_failures(image: str, flows_dir: Path, modules) -> tuple[int, list[str
         if missing and " " not in missing:
             missing = (
                 f"imports {missing!r}, which the image lacks: list its package in "
-                "image/requirements.txt"
+                "image/requirements.txt, then run `make lock`"
             )
         lines.append(f"{module}: {missing}")
     return found["uid"], lines
@@ -122,3 +122,17 @@ print(json.dumps({"seconds": time.perf_counter() - started}))
 def import_seconds(image: str, modules=HEAVY_IMPORTS, runs: int = 3) -> list[float]:
     """How long importing `modules` takes in a new container, `runs` times."""
     return [run_python(image, _TIME_IMPORTS, *modules)["seconds"] for _ in range(runs)]
+
+
+_INSTALLED_VERSIONS = """
+import importlib.metadata, json, re
+print(json.dumps({
+    re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower(): dist.version
+    for dist in importlib.metadata.distributions()
+}))
+"""
+
+
+def installed_versions(image: str) -> dict[str, str]:
+    """{normalised package name: version} of every distribution in the image."""
+    return run_python(image, _INSTALLED_VERSIONS)

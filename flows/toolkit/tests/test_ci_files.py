@@ -291,14 +291,18 @@ def test_make_test_template_lints_and_tests_the_toolkit():
     assert re.search(r"bench/faults.py$", make_commands("test-faults"), re.M)
 
 
-def test_the_image_installs_both_requirement_lists_and_rebuilds_on_either():
-    """The image copies the team's list and the template's it includes, and the image
-    workflow runs when either changes."""
+def test_the_image_installs_its_lock_with_hashes_and_rebuilds_when_it_changes():
+    """The image installs the runtime lock, made from the team's list and the
+    template's it includes, with hashes required; nothing is resolved in the build.
+    The image workflow runs when the lock changes."""
     team = (REPOSITORY_DIR / "image" / "requirements.txt").read_text()
     assert "-r requirements-template.txt" in team.splitlines()
     dockerfile = (REPOSITORY_DIR / "image" / "Dockerfile").read_text()
-    assert "COPY requirements.txt requirements-template.txt /opt/flows/" in dockerfile
-    assert "-r /opt/flows/requirements.txt" in dockerfile
+    assert "COPY requirements.lock /opt/flows/" in dockerfile
+    install = re.search(r"uv pip install [^\n]*\\\n\s*-r (\S+)", dockerfile)
+    assert install and install.group(1) == "/opt/flows/requirements.lock"
+    assert "--require-hashes" in install.group(0)
+    assert "requirements.txt" not in re.sub(r"(?m)^#.*$", "", dockerfile)
     workflow = yaml.safe_load(
         (REPOSITORY_DIR / ".github" / "workflows" / "image.yml").read_text()
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import image_checks
+import locks
 from docker_support import docker_daemon, runtime_image  # pylint: disable=unused-import
 
 # pylint: disable=redefined-outer-name
@@ -33,7 +34,7 @@ def test_a_package_the_image_lacks_fails_the_check_naming_it(runtime_image, chec
     _, failures = image_checks.import_failures(runtime_image.name, flows, modules)
     assert failures == [
         "excel_report: imports 'openpyxl', which the image lacks: list its package "
-        "in image/requirements.txt"
+        "in image/requirements.txt, then run `make lock`"
     ]
 
 
@@ -54,3 +55,17 @@ def test_the_image_holds_bytecode_its_user_can_read(runtime_image):
         if compiled < sources
     }
     assert uncompiled == {}, counts
+
+
+def test_the_image_holds_exactly_the_releases_of_its_lock(runtime_image):
+    """Every package image/requirements.lock pins for Linux and Python 3.11 is in the
+    image at that release: the image runs what the venvs tested."""
+    locked = locks.pins_for(locks.REPOSITORY_DIR / locks.RUNTIME.path)
+    installed = image_checks.installed_versions(runtime_image.name)
+    differing = {
+        name: (version, installed.get(name))
+        for name, version in locked.items()
+        if installed.get(name) != version
+    }
+    print(f"{len(locked)} locked packages, all at their locked release in the image")
+    assert differing == {}
