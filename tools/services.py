@@ -317,3 +317,51 @@ def running_s3_server() -> Iterator[S3Server]:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+DOCKER_REGISTRY = Path("/usr/bin/docker-registry")
+
+
+@dataclass(frozen=True)
+class ImageRegistry:
+    """A running image registry (Debian's docker-registry) and its host:port."""
+
+    host: str
+    process: subprocess.Popen
+
+
+@contextlib.contextmanager
+def running_image_registry() -> Iterator[ImageRegistry]:
+    """An image registry on 127.0.0.1 (plain HTTP, which Docker allows on loopback),
+    its images kept in a temporary folder removed at the end."""
+    executable = shutil.which("docker-registry") or str(DOCKER_REGISTRY)
+    if not os.access(executable, os.X_OK):
+        raise ServiceUnavailable(
+            "docker-registry is not installed (apt-get install docker-registry)"
+        )
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="flows-registry-") as folder:
+        config = Path(folder) / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: warn}\n"
+            f"storage: {{filesystem: {{rootdirectory: {folder}/data}}}}\n"
+            f"http: {{addr: '127.0.0.1:{port}'}}\n",
+            encoding="utf-8",
+        )
+        with open(Path(folder) / "log", "wb") as log:
+            process = subprocess.Popen(  # pylint: disable=consider-using-with
+                [executable, "serve", str(config)],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+            try:
+                _wait_for_http(f"http://127.0.0.1:{port}/v2/", process, "registry")
+                yield ImageRegistry(host=f"127.0.0.1:{port}", process=process)
+            finally:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()

@@ -30,6 +30,13 @@ SETTINGS = {
         "",
         "registry the image is pulled from; empty means ghcr.io/<owner of origin>",
     ),
+    "image_digest": Setting(
+        "FLOWS_IMAGE_DIGEST",
+        "auto",
+        "how a deploy of main names its image: auto (by the digest its registry holds "
+        "for the tag main, else by the tag, said in one line) or require (main is not "
+        "deployed without the digest)",
+    ),
     "work_pool": Setting(
         "FLOWS_WORK_POOL", "flows-docker", "work pool the deployments run on"
     ),
@@ -119,6 +126,9 @@ PER_SYSTEM_VARIABLES = {
     "USERNAME, PASSWORD, HEADERS (setup --api SYSTEM)",
     "FLOWS_S3_ACCESS_KEY_ID, FLOWS_S3_SECRET_ACCESS_KEY": "the flow storage bucket's "
     "key, saved by setup in the FLOWS_S3_CREDENTIALS_BLOCK block",
+    "FLOWS_DOCKER_REGISTRY_USERNAME, FLOWS_DOCKER_REGISTRY_PASSWORD": "a login that "
+    "may pull the image, where its registry asks for one before a deploy of main "
+    "reads the digest of the tag main (never printed)",
 }
 
 
@@ -133,6 +143,7 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     """The settings in force: each from its environment variable, else its default."""
 
     docker_registry: str
+    image_digest: str
     work_pool: str
     work_pool_type: str
     kubernetes_namespace: str

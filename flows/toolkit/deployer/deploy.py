@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from uuid import UUID
 
@@ -19,7 +20,7 @@ from prefect import Flow
 
 from toolkit.errors import UserError
 from toolkit.settings import Settings
-from toolkit.deployer import lease, prefect_api
+from toolkit.deployer import image_digest, lease, prefect_api
 from toolkit.deployer.deployed_files import write_default_ignore_file
 from toolkit.deployer.flow_file import (
     CLI_FUNCTION,
@@ -90,6 +91,7 @@ def deploy_flows(
     repository = planned[0][1]
     if plans[0].is_main:
         guard_main(repository)
+    plans = pin_main_image(settings, plans)
     if dry_run:
         for plan in plans:
             print(plan.to_json())
@@ -102,6 +104,38 @@ def deploy_flows(
     for plan, (deployment_id, kept_paused) in zip(plans, published.registered):
         _print_summary(plan, deployment_id, published.copy, kept_paused)
     return plans
+
+
+IMAGE_DIGEST_MODES = ("auto", "require")
+
+
+def pin_main_image(settings: Settings, plans: list[DeploymentPlan]):
+    """Main's plans with the image by the digest its registry holds for the tag:
+    the deployment keeps running the image that was tested when the tag moves on.
+    Dev plans, and pools that run no image, keep their tag."""
+    first = plans[0]
+    if not first.is_main or first.work_pool_type not in prefect_api.IMAGE_POOL_TYPES:
+        return plans
+    if settings.image_digest not in IMAGE_DIGEST_MODES:
+        raise UserError(
+            f"FLOWS_IMAGE_DIGEST={settings.image_digest!r}: use one of "
+            f"{', '.join(IMAGE_DIGEST_MODES)}"
+        )
+    try:
+        digest = image_digest.resolve_digest(first.image)
+    except image_digest.RegistryUnreachable as unreachable:
+        if settings.image_digest == "require":
+            raise UserError(
+                f"{unreachable}: FLOWS_IMAGE_DIGEST=require deploys main only by "
+                "its image's digest"
+            ) from unreachable
+        print(
+            f"note: {unreachable}: main runs {first.image} by its tag, which can move",
+            file=sys.stderr,
+        )
+        return plans
+    image = image_digest.pinned(first.image, digest)
+    return [replace(plan, image=image) for plan in plans]
 
 
 @dataclass(frozen=True)
@@ -254,6 +288,7 @@ async def _read_registered(storage, plan: DeploymentPlan, api_url: str):
 def show_plan(settings: Settings, flow: Flow, flow_path: Path, docker_label) -> str:
     """Print what `deploy` would change against what is registered; change nothing."""
     plan, _ = plan_deployment(settings, flow, flow_path, docker_label)
+    (plan,) = pin_main_image(settings, [plan])
     api_url = prefect_api.require_api_url()
     storage = storage_for(settings)
     existing, stored = asyncio.run(_read_registered(storage, plan, api_url))

@@ -95,6 +95,12 @@ def postgres():
 
 
 @pytest.fixture(scope="session")
+def image_registry():
+    """A real image registry (Debian's docker-registry) on 127.0.0.1."""
+    yield from serve(services.running_image_registry)
+
+
+@pytest.fixture(scope="session")
 def sshd():
     """A real OpenSSH sshd on 127.0.0.1 for the whole session (tests must not kill it)."""
     yield from serve(services.running_sshd)
