@@ -28,6 +28,7 @@ def test_workflows_are_valid_github_workflows():
     assert [path.name for path in WORKFLOWS] == [
         "deploy.yml",
         "image.yml",
+        "lock-update.yml",
         "pr-checks.yml",
     ]
     result = check_workflows(*WORKFLOWS)
@@ -73,8 +74,9 @@ def test_the_auditor_persona_finds_nothing_and_main_has_a_key_of_its_own():
     )
     jobs = deploy["jobs"]
     assert jobs["deploy"]["environment"] == (
-        "${{ github.event_name == 'push' && 'main' || 'dev' }}"
+        "${{ github.event_name == 'pull_request' && 'dev' || 'main' }}"
     )
+    assert jobs["deploy"]["env"]["FLOWS_IMAGE_DIGEST"] == "require"
     assert jobs["delete-branch"]["environment"] == "dev"
     for job in jobs.values():
         assert job["env"]["PREFECT_API_KEY"] == "${{ secrets.PREFECT_API_KEY }}"
@@ -83,7 +85,13 @@ def test_the_auditor_persona_finds_nothing_and_main_has_a_key_of_its_own():
 
 def test_workflows_pin_actions_keep_no_token_and_ask_least_permissions():
     """Every action is pinned to a commit with its version in a comment, no checkout
-    keeps its token, and only the image job may write (packages)."""
+    keeps its token, and only these jobs may write: the image job (its packages, and
+    starting the Deploy workflow on main) and the lock update (its branch and pull
+    request)."""
+    may_write = {
+        "image.yml": {"packages", "actions"},
+        "lock-update.yml": {"contents", "pull-requests"},
+    }
     for path in WORKFLOWS:
         text = path.read_text()
         for line in re.findall(r"^\s*(?:- )?uses: .*$", text, re.M):
@@ -94,7 +102,7 @@ def test_workflows_pin_actions_keep_no_token_and_ask_least_permissions():
         assert workflow["permissions"] == {}, path.name
         for name, job in workflow["jobs"].items():
             writes = {k for k, v in job["permissions"].items() if v == "write"}
-            expected = {"packages"} if path.name == "image.yml" else set()
+            expected = may_write.get(path.name, set())
             assert writes == expected, f"{path.name} {name}: {writes}"
             for step in job["steps"]:
                 if step.get("uses", "").startswith("actions/checkout@"):
@@ -127,15 +135,24 @@ def test_an_unpinned_action_is_caught_by_zizmor(tmp_path):
     assert "unpinned-uses" in result.stdout + result.stderr
 
 
-def test_dependabot_proposes_updates_of_the_pins_and_the_requirements():
-    """Weekly update PRs for the actions and for both requirement folders."""
+def test_dependabot_proposes_updates_of_the_pins_and_the_base_image():
+    """Weekly update PRs for the actions and for the image's base; the locks have a
+    workflow of their own, weekly too, that runs the full checks on its update."""
     config = yaml.safe_load((REPOSITORY_DIR / ".github" / "dependabot.yml").read_text())
     updates = {
         (update["package-ecosystem"], update["directory"]): update["schedule"]
         for update in config["updates"]
     }
-    assert set(updates) == {("github-actions", "/"), ("pip", "/image"), ("pip", "/")}
+    assert set(updates) == {("github-actions", "/"), ("docker", "/image")}
     assert all(schedule["interval"] == "weekly" for schedule in updates.values())
+    lock_update = yaml.safe_load(
+        (REPOSITORY_DIR / ".github" / "workflows" / "lock-update.yml").read_text()
+    )
+    # yaml reads the key `on` as True.
+    assert lock_update[True]["schedule"] == [{"cron": "17 5 * * 1"}]
+    runs = "\n".join(workflow_runs("lock-update.yml"))
+    assert "make lock UPGRADE=1 EXCLUDE_NEWER=" in runs
+    assert "bash .ci/run" in runs and "gh pr create" in runs
     result = run_tool(
         TOOLS_BIN / "check-jsonschema",
         "--builtin-schema",
