@@ -201,8 +201,13 @@ def check(root: Path = REPOSITORY_DIR) -> None:
 
 
 def find_uv(explicit: str | None) -> str:
-    """The uv to lock with: --uv, the venv's, else the one on PATH."""
-    candidates = [explicit, str(REPOSITORY_DIR / ".venv/bin/uv"), shutil.which("uv")]
+    """The uv to lock with: --uv, the venv's or the running Python's, else PATH's."""
+    candidates = [
+        explicit,
+        str(REPOSITORY_DIR / ".venv/bin/uv"),
+        str(Path(sys.executable).parent / "uv"),
+        shutil.which("uv"),
+    ]
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate

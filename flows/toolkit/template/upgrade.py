@@ -8,6 +8,8 @@ library, git and the runtime's errors only.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,9 +73,51 @@ def upgrade(top_level: Path, source: str | None, tag: str | None, force: bool) -
         f"{release.version}: {plan.replaced} files replaced, {plan.added} added, "
         f"{len(plan.removals)} removed"
     )
+    _lock_again(top_level)
     notes = changelog_between(release.changelog, old_version, release.version)
     if notes:
         print(f"\n{notes}")
+
+
+# The release's own lock tool (the template's tools/), which knows what each of the
+# team's locks is made from.
+LOCK_TOOL = "tools/locks.py"
+LOCK_SECONDS = 900
+
+
+def _lock_again(top_level: Path) -> None:
+    """Make the team's locks again when the new release's requirements outdate them,
+    keeping every pin it can, and print the versions that moved. A lock that cannot
+    be made leaves the upgrade in place: `make test` names the stale lock until
+    `make lock` succeeds."""
+    tool = top_level / LOCK_TOOL
+    if not tool.is_file():
+        return
+
+    def run(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(tool), *arguments],
+            cwd=top_level,
+            capture_output=True,
+            text=True,
+            timeout=LOCK_SECONDS,
+            check=False,
+        )
+
+    stale = run("check")
+    if stale.returncode == 0:
+        return
+    reason = (
+        stale.stderr.strip().removeprefix("error: ").removesuffix(": run `make lock`")
+    )
+    print(f"making the locks again: {reason}")
+    made = run("write")
+    print(made.stdout, end="")
+    if made.returncode != 0:
+        print(
+            f"warning: {made.stderr.strip().removeprefix('error: ')}; "
+            "fix the requirements, then run `make lock`"
+        )
 
 
 def _resolve_source(source: str | None, record: dict | None) -> str:

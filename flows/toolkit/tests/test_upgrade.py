@@ -63,7 +63,7 @@ def run_util(repo: Path, *args: str) -> subprocess.CompletedProcess:
         env=environment(),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900,
         check=False,
     )
 
@@ -216,6 +216,39 @@ def test_upgrade_replaces_the_template_files_and_keeps_the_teams(template, tmp_p
     assert V2_NOTE in result.stdout and V1_NOTE not in result.stdout
     assert git(copy, "status", "--porcelain")
     assert git(copy, "rev-list", "--count", "HEAD") == "2"
+
+
+def test_upgrade_makes_the_locks_again_when_the_template_s_list_changed(tmp_path):
+    """A release that adds a dev tool to requirements-dev.txt: the upgrade makes the
+    team's locks again, prints the package that moved, and the locks are current."""
+    template = released_template(tmp_path / "releases")
+    copy = make_copy(template, "v1.0.0", tmp_path)
+    with open(template / "requirements-dev.txt", "a", encoding="utf-8") as dev:
+        dev.write("tomli-w>=1.0,<2\n")
+    write_changelog(
+        template,
+        "## v1.1.0 (2026-03-01)\n\n- tomli-w for the tests.",
+        f"## v1.0.0 (2026-01-01)\n\n{V1_NOTE}",
+    )
+    git(template, "commit", "-q", "-am", "A dev tool")
+    assert run_util(template, "release", "v1.1.0").returncode == 0
+
+    result = run_util(copy, "upgrade", "--from", str(template), "--to", "v1.1.0")
+
+    assert result.returncode == 0, result.stderr
+    print(result.stdout)
+    assert "making the locks again: requirements-dev.txt changed after" in result.stdout
+    assert "requirements-dev.lock: " in result.stdout
+    assert "  tomli-w (new) -> 1." in result.stdout
+    assert "image/requirements.lock: " in result.stdout
+    checked = subprocess.run(
+        [sys.executable, "tools/locks.py", "check"],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
 
 
 def v2_record(template: Path) -> str:
