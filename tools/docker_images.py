@@ -146,13 +146,20 @@ def default_base_image() -> str:
 
 
 def stand_in_tag(base: str) -> str:
-    """The stand-in's tag: prefecthq/prefect:2.20.27-python3.11 gives
-    flows-template-base:prefect-2.20.27-python3.11."""
-    return f"{STAND_IN_REPOSITORY}:prefect-{base.rsplit(':', 1)[1]}"
+    """The stand-in's tag: prefecthq/prefect:2.20.27-python3.11 (with or without its
+    @sha256 digest) gives flows-template-base:prefect-2.20.27-python3.11."""
+    return f"{STAND_IN_REPOSITORY}:prefect-{without_digest(base).rsplit(':', 1)[1]}"
+
+
+def without_digest(base: str) -> str:
+    """`name:tag@sha256:...` as `name:tag`: the stand-in is made from the tag."""
+    return base.split("@", 1)[0]
 
 
 def _prefect_and_python(base: str) -> tuple[str, str]:
-    found = re.fullmatch(r"prefecthq/prefect:([\d.]+)-python([\d.]+)", base)
+    found = re.fullmatch(
+        r"prefecthq/prefect:([\d.]+)-python([\d.]+)", without_digest(base)
+    )
     if found is None:
         raise DockerError(f"no stand-in is known for the base {base}")
     return found.group(1), found.group(2)

@@ -65,12 +65,14 @@ class ContainerRun:
     logs: str
 
 
-async def _create_runs_and_wait(deployment_name, runs: int, job_variables: dict):
+async def _create_runs_and_wait(
+    deployment_name, runs: int, job_variables: dict, parameters: dict
+):
     async with get_client() as client:
         deployment = await client.read_deployment_by_name(deployment_name)
         created = [
             await client.create_flow_run_from_deployment(
-                deployment.id, job_variables=job_variables
+                deployment.id, job_variables=job_variables, parameters=parameters
             )
             for _ in range(runs)
         ]
@@ -112,10 +114,12 @@ def run_in_containers(  # pylint: disable=too-many-arguments
     *,
     runs: int = 1,
     job_variables: dict | None = None,
+    parameters: dict | None = None,
 ) -> list[ContainerRun]:
     """Start a Docker worker per log (limit 1 each when there are several), create
-    `runs` runs of the deployment at once, wait until each is final, stop the
-    workers; each run with its container, read and removed."""
+    `runs` runs of the deployment at once (with the runs' own job variables and
+    parameters), wait until each is final, stop the workers; each run with its
+    container, read and removed."""
     limit = 1 if len(logs) > 1 else None
     with ExitStack() as workers:
         for name, log_path in logs.items():
@@ -125,7 +129,9 @@ def run_in_containers(  # pylint: disable=too-many-arguments
                 )
             )
         flow_runs = asyncio.run(
-            _create_runs_and_wait(deployment_name, runs, job_variables or {})
+            _create_runs_and_wait(
+                deployment_name, runs, job_variables or {}, parameters or {}
+            )
         )
     return [read_and_remove_container(flow_run) for flow_run in flow_runs]
 

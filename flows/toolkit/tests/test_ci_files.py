@@ -172,7 +172,10 @@ def test_dockerfile_passes_hadolint(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     text = dockerfile.read_text()
     base = re.search(
-        r"^ARG BASE_IMAGE=(prefecthq/prefect:2\.20\.\d+-python3\.11)$", text, re.M
+        r"^ARG BASE_IMAGE=(prefecthq/prefect:2\.20\.\d+-python3\.11"
+        r"(?:@sha256:[0-9a-f]{64})?)$",
+        text,
+        re.M,
     )
     assert base and re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
     assert re.search(r"^USER \d+$", text, re.M), "the image runs as a non-root user"
