@@ -18,7 +18,7 @@ from prefect.settings import PREFECT_API_KEY, temporary_settings
 try:
     from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 except ModuleNotFoundError:  # the opt-in extra, absent from `make venv` alone
-    KubernetesWorkerJobConfiguration = None
+    KubernetesWorkerJobConfiguration = None  # pylint: disable=invalid-name
 
 import locks
 from conftest import REPO_NAME, service_unavailable
@@ -86,6 +86,7 @@ CONCURRENT_FLOW = textwrap.dedent(
 def test_the_extra_s_environment_runs_flows_with_concurrent_tasks(prefect_api_url):
     """A flow whose tasks run concurrently completes in the Kubernetes lock's
     environment, against a real Prefect server."""
+    del prefect_api_url  # the flow's API, in its environment
     result = subprocess.run(
         [sys.executable, "-c", CONCURRENT_FLOW],
         capture_output=True,
