@@ -91,8 +91,10 @@ def deploy_flows(
     repository = planned[0][1]
     if plans[0].is_main:
         guard_main(repository)
-    plans = pin_main_image(settings, plans)
+    plans, image_note = pin_main_image(settings, plans)
     if dry_run:
+        if image_note:
+            print(f"note: {image_note}", file=sys.stderr)
         for plan in plans:
             print(plan.to_json())
         return plans
@@ -103,19 +105,25 @@ def deploy_flows(
     write_default_ignore_file(repository.top_level)
     for plan, (deployment_id, kept_paused) in zip(plans, published.registered):
         _print_summary(plan, deployment_id, published.copy, kept_paused)
+        if image_note:
+            print(f"  note: {image_note}")
     return plans
 
 
 IMAGE_DIGEST_MODES = ("auto", "require")
 
 
-def pin_main_image(settings: Settings, plans: list[DeploymentPlan]):
+def pin_main_image(
+    settings: Settings, plans: list[DeploymentPlan]
+) -> tuple[list[DeploymentPlan], str | None]:
     """Main's plans with the image by the digest its registry holds for the tag:
     the deployment keeps running the image that was tested when the tag moves on.
-    Dev plans, and pools that run no image, keep their tag."""
+    Dev plans, and pools that run no image, keep their tag. With no registry
+    answering, the plans keep the tag, and a note says so (a deploy prints it in its
+    summary, a dry run on stderr: nothing is said before a mistake's one line)."""
     first = plans[0]
     if not first.is_main or first.work_pool_type not in prefect_api.IMAGE_POOL_TYPES:
-        return plans
+        return plans, None
     if settings.image_digest not in IMAGE_DIGEST_MODES:
         raise UserError(
             f"FLOWS_IMAGE_DIGEST={settings.image_digest!r}: use one of "
@@ -129,13 +137,12 @@ def pin_main_image(settings: Settings, plans: list[DeploymentPlan]):
                 f"{unreachable}: FLOWS_IMAGE_DIGEST=require deploys main only by "
                 "its image's digest"
             ) from unreachable
-        print(
-            f"note: {unreachable}: main runs {first.image} by its tag, which can move",
-            file=sys.stderr,
+        return (
+            plans,
+            f"{unreachable}: main runs {first.image} by its tag, which can move",
         )
-        return plans
     image = image_digest.pinned(first.image, digest)
-    return [replace(plan, image=image) for plan in plans]
+    return [replace(plan, image=image) for plan in plans], None
 
 
 @dataclass(frozen=True)
@@ -288,7 +295,7 @@ async def _read_registered(storage, plan: DeploymentPlan, api_url: str):
 def show_plan(settings: Settings, flow: Flow, flow_path: Path, docker_label) -> str:
     """Print what `deploy` would change against what is registered; change nothing."""
     plan, _ = plan_deployment(settings, flow, flow_path, docker_label)
-    (plan,) = pin_main_image(settings, [plan])
+    (plan,), _ = pin_main_image(settings, [plan])
     api_url = prefect_api.require_api_url()
     storage = storage_for(settings)
     existing, stored = asyncio.run(_read_registered(storage, plan, api_url))
