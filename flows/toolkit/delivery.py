@@ -280,6 +280,7 @@ def deliver_api_pages(  # pylint: disable=too-many-arguments
     columns: list[str] | None = None,
     transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     progress_seconds: float = PROGRESS_SECONDS,
+    max_pages: int = rest.DEFAULT_MAX_PAGES,
 ) -> DeliveryReport:
     """Every page of a REST API's GET `path` as one CSV; memory stays one page.
 
@@ -288,10 +289,9 @@ def deliver_api_pages(  # pylint: disable=too-many-arguments
     the API again from the first page, so nothing is half-delivered.
     """
     progress = Progress(file_name, run_logger(), progress_seconds)
-    pages = rest.iterate_pages(
-        connection, path, records=records, paging=paging, params=params
+    frames = rest.aligned_pages(
+        connection, path, records, paging, params, columns, max_pages
     )
-    frames = rest.aligned(pages, columns)
     if transform is not None:
         frames = map(transform, frames)
     with sink.open(file_name, progress) as stream:

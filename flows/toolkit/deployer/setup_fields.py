@@ -60,7 +60,12 @@ SYSTEM_FIELDS = {
         Field("BEARER_TOKEN", f"bearer token {KEEP}", True, ""),
         Field("USERNAME", "basic-auth login (empty: none)", default=""),
         Field("PASSWORD", f"basic-auth password {KEEP}", True, ""),
-        Field("HEADERS", 'headers as a JSON object ({"Accept": ...})', default=""),
+        Field(
+            "HEADERS",
+            f'headers as a JSON object ({{"X-Api-Key": ...}}), kept secret {KEEP}',
+            True,
+            "",
+        ),
     ),
 }
 
@@ -132,8 +137,8 @@ def smtp_block(values: dict, secret: SecretMaker, prefix: str) -> SmtpConnection
 
 
 def api_block(values: dict, secret: SecretMaker, prefix: str) -> ApiConnection:
-    """An ApiConnection block; headers from a JSON object of strings."""
-    headers = {}
+    """An ApiConnection block; its headers (a JSON object of strings, where an API
+    key often goes) in a Secret block, as the token is."""
     if values["HEADERS"]:
         try:
             headers = json.loads(values["HEADERS"])
@@ -151,7 +156,7 @@ def api_block(values: dict, secret: SecretMaker, prefix: str) -> ApiConnection:
         bearer_token=secret("bearer-token", values["BEARER_TOKEN"]),
         username=values["USERNAME"] or None,
         password=secret("password", values["PASSWORD"]),
-        headers=headers,
+        secret_headers=secret("headers", values["HEADERS"]),
     )
 
 

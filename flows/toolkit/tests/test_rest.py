@@ -65,10 +65,13 @@ class Api(BaseHTTPRequestHandler):
         seen[url.path] = seen.get(url.path, 0) + 1
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
             return self.answer(401, {"error": "bad token"})
+        if self.headers.get("X-Api-Key", API_KEY) != API_KEY:
+            return self.answer(401, {"error": "bad key"})
         route = {
             "/link/courses": self.link_page,
             "/cursor/courses": self.cursor_page,
             "/offset/courses": self.offset_page,
+            **self.hostile_routes(),
         }.get(url.path)
         if route is not None:
             return route(query)
@@ -116,6 +119,44 @@ class Api(BaseHTTPRequestHandler):
         offset, limit = int(query["offset"]), int(query["limit"])
         self.answer(200, RECORDS[offset : offset + limit])
 
+    def hostile_routes(self) -> dict:
+        """Endpoints that page or redirect as a careless or hostile API would."""
+        elsewhere = f"http://127.0.0.1:{self.server.elsewhere_port}"
+        own = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+        def link_to(target: str):
+            return lambda query: self.answer(
+                200, {"data": RECORDS[:2]}, {"Link": f'<{target}>; rel="next"'}
+            )
+
+        def redirect_to(target: str):
+            return lambda query: self.answer(302, {}, {"Location": target})
+
+        return {
+            "/foreign-next": link_to(f"{elsewhere}/p2"),
+            "/self-next": link_to(f"{own}/self-next"),
+            "/redirect-away": redirect_to(f"{elsewhere}/landing"),
+            "/redirect-home": redirect_to(f"{own}/link/courses?page={PAGES}"),
+            "/stuck-cursor": lambda query: self.answer(
+                200, {"items": RECORDS[:2], "next": "c1"}
+            ),
+            "/ignored-offset": lambda query: self.answer(200, RECORDS[:PAGE_SIZE]),
+            "/filtered": self.filtered_page,
+            "/superscript-retry": lambda query: self.flaky_with("²"),
+        }
+
+    def filtered_page(self, query):
+        """?status=open&offset=&limit=: every request must keep the filter."""
+        if query.get("status") != "open":
+            return self.answer(400, {"error": "status filter lost"})
+        return self.offset_page(query)
+
+    def flaky_with(self, retry_after: str):
+        """429 with this Retry-After on the first request, then a page."""
+        if self.server.seen[urlsplit(self.path).path] == 1:
+            return self.answer(429, {"error": "later"}, {"Retry-After": retry_after})
+        return self.answer(200, {"data": RECORDS[:3]})
+
     def flaky(self, status: int, count: int):
         """`status` on the first request (503: on every one), then a page."""
         if count == 1 or status == 503:
@@ -124,14 +165,49 @@ class Api(BaseHTTPRequestHandler):
         return self.answer(200, {"data": RECORDS[:3]})
 
 
-@pytest.fixture(scope="module")
-def api_server():
-    """The API on 127.0.0.1, in a thread, for this module."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+class Elsewhere(BaseHTTPRequestHandler):
+    """Another host's server: records each request's path and headers."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+        """Quiet: the test reads what it recorded."""
+
+    def do_GET(self):  # pylint: disable=invalid-name
+        """Record the request; answer a page of records."""
+        self.server.requests.append((self.path, dict(self.headers)))
+        data = json.dumps({"data": [{"id": -1, "name": "planted"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def serving(handler):
+    """A threading HTTP server of `handler` on 127.0.0.1, started."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def elsewhere_server():
+    """A second host (another port: another origin) for this module."""
+    server = serving(Elsewhere)
+    server.requests = []
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def api_server(elsewhere_server):
+    """The API on 127.0.0.1, in a thread, for this module."""
+    server = serving(Api)
     server.seen = {}
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server.elsewhere_port = elsewhere_server.server_address[1]
     yield server
     server.shutdown()
     server.server_close()
@@ -303,6 +379,108 @@ def test_the_guides_rest_flow_runs(api, api_server, tmp_path, monkeypatch):
     assert api_server.seen == {"/cursor/courses": PAGES}
     lines = (tmp_path / "output" / "dev" / "courses.csv").read_bytes().splitlines()
     assert len(lines) == PAGES * PAGE_SIZE + 1
+
+
+def read_all(api, path, **options) -> pd.DataFrame:
+    """Every page of `path` in one frame, outside a flow run."""
+    return rest.read_api.fn(
+        api, path, records=options.pop("records", "data"), **options
+    )
+
+
+def test_credentials_never_reach_another_origin(api, api_server, elsewhere_server):
+    """A Link to another host is refused before it is asked; a redirect to another
+    host is followed without the token or the secret header; the API's own redirect
+    keeps both."""
+    elsewhere_server.requests.clear()
+    api.secret_headers = Secret(value=json.dumps({"X-Api-Key": API_KEY}))
+    with pytest.raises(rest.PagingError) as refused:
+        read_all(api, "/foreign-next", paging=LinkPaging())
+    print(f"\nforeign next link: {refused.value}")
+    assert str(refused.value) == (
+        f"the next page is on http://127.0.0.1:{elsewhere_server.server_address[1]}, "
+        f"not the API's http://127.0.0.1:{api_server.server_address[1]}: refused, "
+        "the login is for the API only"
+    )
+    assert elsewhere_server.requests == []
+
+    planted = read_all(api, "/redirect-away")
+    (path, headers) = elsewhere_server.requests[-1]
+    assert path == "/landing" and planted["name"].tolist() == ["planted"]
+    lowered = {name.lower(): value for name, value in headers.items()}
+    assert "authorization" not in lowered and "x-api-key" not in lowered
+    assert TOKEN not in str(headers) and API_KEY not in str(headers)
+
+    home = read_all(api, "/redirect-home")
+    assert len(home) == PAGE_SIZE and api_server.seen["/link/courses"] == 1
+
+
+@pytest.mark.parametrize(
+    "path, paging, records, reason",
+    [  # (a path of the API, its paging, where its records are, the line's reason)
+        ("/self-next", LinkPaging(), "data", "the next page is one already read"),
+        (
+            "/stuck-cursor",
+            CursorPaging("next"),
+            "items",
+            "answered a page it had already sent",
+        ),
+        (
+            "/ignored-offset",
+            OffsetPaging(limit=PAGE_SIZE),
+            None,
+            "answered a page it had already sent",
+        ),
+    ],
+)
+def test_paging_that_repeats_itself_stops_in_one_line(  # pylint: disable=too-many-arguments,too-many-positional-arguments
+    api, api_server, path, paging, records, reason
+):
+    """A self-referencing Link, a cursor that comes back, a server that ignores the
+    offset: the read fails after two requests at most, with one line saying why."""
+    with pytest.raises(rest.PagingError) as stopped:
+        read_all(api, path, paging=paging, records=records)
+    print(f"\n{path}: {api_server.seen[path]} requests: {stopped.value}")
+    assert reason in str(stopped.value) and "\n" not in str(stopped.value)
+    assert api_server.seen[path] <= 2
+
+
+def test_paging_past_max_pages_fails_instead_of_going_on(api, api_server):
+    """max_pages=5 on the 100-page API: five requests, then one line."""
+    with pytest.raises(rest.PagingError) as capped:
+        read_all(api, "/link/courses", paging=LinkPaging(), max_pages=5)
+    assert str(capped.value).startswith("5 pages read and the API names one more")
+    assert api_server.seen == {"/link/courses": 5}
+    assert rest.DEFAULT_MAX_PAGES == 10_000
+
+
+def test_a_query_in_the_path_stays_on_every_page(api, api_server):
+    """/filtered?status=open with offset paging: httpx's params= would drop the
+    filter; every one of the 101 requests keeps it (the server answers 400 without)."""
+    whole = read_all(
+        api, "/filtered?status=open", paging=OffsetPaging(limit=PAGE_SIZE), records=None
+    )
+    assert len(whole) == PAGES * PAGE_SIZE
+    assert api_server.seen == {"/filtered": PAGES + 1}
+
+
+def test_a_retry_after_that_is_not_ascii_digits_waits_the_backoff(api, api_server):
+    """Retry-After: ² (a digit to str.isdigit, not a number of seconds): the request
+    is tried again after the backoff, with no ValueError."""
+    frame = read_all(api, "/superscript-retry")
+    assert frame["id"].tolist() == [1, 2, 3]
+    assert api_server.seen["/superscript-retry"] == 2
+
+
+def test_secret_headers_are_sent_and_kept_in_a_secret(api):
+    """The API key header from the block's Secret reaches the API, and a wrong one
+    is refused; the block's plain fields hold no header."""
+    api.secret_headers = Secret(value=json.dumps({"X-Api-Key": API_KEY}))
+    assert len(read_all(api, "/link/courses", params={"page": PAGES})) == PAGE_SIZE
+    api.secret_headers = Secret(value=json.dumps({"X-Api-Key": "wrong"}))
+    with pytest.raises(httpx.HTTPStatusError):
+        read_all(api, "/link/courses", params={"page": PAGES})
+    assert "X-Api-Key" not in json.dumps(api.headers)
 
 
 def status_error(status: int) -> httpx.HTTPStatusError:

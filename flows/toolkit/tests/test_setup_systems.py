@@ -1,6 +1,8 @@
 """`setup --s3`, `--smtp` and `--api` against a real Prefect API: the blocks a flow's
 connections load, secrets in Secret blocks, and a second run that changes nothing."""
 
+import json
+
 import pytest
 from deploy_helpers import run_script
 
@@ -43,10 +45,11 @@ CASES = {
         {
             "FLOWS_LMS_API_BASE_URL": "https://lms.campus.example/api/v1",
             "FLOWS_LMS_API_BEARER_TOKEN": "api-token-setup-only-3",
-            "FLOWS_LMS_API_HEADERS": '{"Accept": "application/json"}',
+            "FLOWS_LMS_API_HEADERS": '{"X-Api-Key": "api-key-setup-only-4"}',
         },
         [
             "block secret/lms-api-main-bearer-token: created",
+            "block secret/lms-api-main-headers: created",
             "block flows-api-connection/lms-api-main: created",
         ],
     ),
@@ -109,7 +112,10 @@ def test_setup_saves_the_block_and_a_second_run_changes_nothing(
         )
         assert block.password.get() == "smtp-secret-setup-only-2"
     else:
-        assert block.headers == {"Accept": "application/json"}
+        assert block.headers == {}  # in clear: nothing
+        assert json.loads(block.secret_headers.get()) == {
+            "X-Api-Key": "api-key-setup-only-4"
+        }
         assert block.bearer_token.get() == "api-token-setup-only-3"
     for secret in (value for name, value in variables.items() if "setup-only" in value):
         for output in (first.stdout, first.stderr, second.stdout, second.stderr):
