@@ -116,7 +116,7 @@ def _load_or_skip(folder, dropped, target, plan, progress) -> loading.LoadOutcom
     )
     with database.engine_of(target) as engine:
         if loading.content_loaded_before(
-            engine, plan.table, listing, lambda: folder.open_file(dropped.name)
+            engine, plan, listing, lambda: folder.open_file(dropped.name)
         ):
             return loading.LoadOutcome(
                 0, dropped.size, "", False,

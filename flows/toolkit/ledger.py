@@ -5,8 +5,10 @@ A file's rows and its ledger row commit together or not at all, so the ledger sa
 exactly what the tables hold. The unique key (target table, sha256) makes a second
 load of the same content a no-op, whatever its name and however it came about (a
 retry, a rerun after a run killed between the commit and the move, the partner
-sending it twice). The first load creates the table; `flows_inbound_ledger` is its
-name in every database.
+sending it twice). A snapshot (truncate or replace) is a no-op only while it is
+the table's latest load: Monday's snapshot sent again on Wednesday, after
+Tuesday's, is loaded again, and its ledger row moves to Wednesday. The first load
+creates the table; `flows_inbound_ledger` is its name in every database.
 """
 
 from __future__ import annotations
@@ -83,12 +85,36 @@ def create_ledger(engine: Engine) -> None:
                 raise
 
 
+# Modes whose load sets what the table (or a slice of it) holds: loading the same
+# content again changes nothing only when nothing was loaded since.
+SNAPSHOT_MODES = ("truncate", "replace")
+
+
 def loaded_before(connection: Connection, target_table: str, sha256: str):
     """The ledger row of the content `sha256` in `target_table`, or None."""
     query = select(LEDGER).where(
         LEDGER.c.target_table == target_table, LEDGER.c.sha256 == sha256
     )
     return connection.execute(query).first()
+
+
+def latest_sha256(connection: Connection, target_table: str) -> str | None:
+    """The content of the table's latest load, or None."""
+    query = (
+        select(LEDGER.c.sha256)
+        .where(LEDGER.c.target_table == target_table)
+        .order_by(LEDGER.c.id.desc())
+        .limit(1)
+    )
+    return connection.execute(query).scalar()
+
+
+def holds(connection: Connection, target_table: str, sha256: str, mode: str) -> bool:
+    """Whether loading this content in this mode would change nothing: appended or
+    upserted content once loaded; a snapshot while it is the table's latest load."""
+    if mode in SNAPSHOT_MODES:
+        return latest_sha256(connection, target_table) == sha256
+    return loaded_before(connection, target_table, sha256) is not None
 
 
 def hashes_listed_before(
@@ -107,8 +133,18 @@ def hashes_listed_before(
 
 def record(connection: Connection, entry: LedgerEntry) -> bool:
     """Add `entry` in the caller's transaction; False if its content was loaded
-    before (the unique key held), which the caller answers by rolling back."""
+    before (the unique key held), which the caller answers by rolling back. A
+    snapshot loaded before, but not last, takes its old row's place."""
     values = vars(entry)
+    if entry.mode in SNAPSHOT_MODES:
+        if latest_sha256(connection, entry.target_table) == entry.sha256:
+            return False
+        connection.execute(
+            LEDGER.delete().where(
+                LEDGER.c.target_table == entry.target_table,
+                LEDGER.c.sha256 == entry.sha256,
+            )
+        )
     dialect = connection.dialect.name
     if dialect in ("postgresql", "sqlite"):
         insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]

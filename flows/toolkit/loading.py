@@ -46,6 +46,12 @@ STAGED = generic_load.STAGED
 _COPY_CONTEXT = re.compile(r'line (\d+)(?:, column ([^:]+): "?(.*?)"?$)?', re.S)
 # SQLSTATE classes of what a file's content causes: no retry mends them.
 _CONTENT_SQLSTATE_CLASSES = ("21", "22", "23")
+# The header is read before anything else: a file with no line end in its first MiB
+# (CR-only line ends, a binary file, one endless line) is refused, not read whole.
+MAX_HEADER_BYTES = 1 << 20
+# A line holding only `\.` ends COPY FROM STDIN on PostgreSQL 17 and older, CSV too:
+# the rows after it would be dropped without an error.
+_END_OF_COPY_LINE = re.compile(rb"\n\\\.\r?(?=\n|$)")
 
 
 class BadFile(retries.PermanentFailure, ValueError):
@@ -99,7 +105,7 @@ class LoadOutcome:
     reason: str = ""
 
 
-class _HashingReader(io.RawIOBase):
+class _HashingReader(io.RawIOBase):  # pylint: disable=too-many-instance-attributes
     """A raw reader that hashes and counts what passes, and tells `progress`."""
 
     def __init__(self, source: BinaryIO, progress: Progress | None):
@@ -110,6 +116,8 @@ class _HashingReader(io.RawIOBase):
         self.sha256 = hashlib.sha256()
         self.bytes_read = 0
         self.failure: Exception | None = None
+        self.end_of_copy_line = False
+        self._tail = b"\n"  # the line before the first byte has ended
 
     def readable(self) -> bool:
         return True
@@ -126,6 +134,7 @@ class _HashingReader(io.RawIOBase):
         buffer[:size] = data
         self.sha256.update(data)
         self.bytes_read += size
+        self._scan_for_end_of_copy(data)
         if self._progress is None:
             return size
         # Lines are rows but for values holding newlines: near enough to watch.
@@ -134,6 +143,21 @@ class _HashingReader(io.RawIOBase):
             self._next_check = self.bytes_read + CLOCK_CHECK_BYTES
             self._progress.moved(self.bytes_read)
         return size
+
+    def _scan_for_end_of_copy(self, data: bytes) -> None:
+        """Note a line of only `\\.`, across the boundaries of what is read."""
+        if self.end_of_copy_line:
+            return
+        window = self._tail + data
+        found = _END_OF_COPY_LINE.search(window)
+        # A match at the window's very end may be a longer line still arriving.
+        if found and (found.end() < len(window) or not data):
+            self.end_of_copy_line = True
+        self._tail = window[-4:]
+
+    def finish(self) -> None:
+        """The end of the file: a last line of only `\\.` counts too."""
+        self._scan_for_end_of_copy(b"")
 
 
 class _HeaderThenRest:  # pylint: disable=too-few-public-methods
@@ -163,8 +187,9 @@ def _table_sql(connection: Connection, table: str) -> str:
 def _filled_by_the_table(column: dict, primary_key: list[str]) -> bool:
     """Whether a column missing from a file is filled anyway: a default, an
     identity, or a single integer primary key that numbers itself."""
+    # SQLite reports no autoincrement: its single INTEGER PRIMARY KEY numbers itself.
     numbering = primary_key == [column["name"]] and (
-        column.get("autoincrement") in (True, "auto")
+        column.get("autoincrement", "auto") in (True, "auto")
         and column["type"].python_type is int
     )
     return bool(column.get("default") or column.get("identity") or numbering)
@@ -197,7 +222,7 @@ def match_columns(header: list[str], columns: list[dict], file_name: str) -> lis
     missing = [c["name"] for c in columns if c["name"] not in names and not c["filled"]]
     if unknown or missing or twice:
         problems = [
-            f"{label} {', '.join(found)}"
+            f"{label} {_listing(found)}"
             for label, found in (
                 ("missing:", missing),
                 ("unknown:", unknown),
@@ -210,6 +235,12 @@ def match_columns(header: list[str], columns: list[dict], file_name: str) -> lis
             f"({'; '.join(problems)}): nothing was loaded"
         )
     return matched
+
+
+def _listing(names: list[str], shown: int = 10) -> str:
+    """Names for a one-line message: the first `shown`, then how many more."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more:,} more" if more > 0 else "")
 
 
 def _bad_value(error: psycopg2.Error, file_name: str) -> BadFile:
@@ -227,25 +258,53 @@ def _copy_into_postgres(connection, plan, columns, stream) -> int:
     """COPY the file into the table (append) or the staging table; rows copied."""
     into = _table_sql(connection, plan.table)
     with connection.connection.driver_connection.cursor() as cursor:
+        names = ", ".join(_quote(connection, column["name"]) for column in columns)
         if plan.mode != "append":
+            # The file's columns only, typed as the table's and with none of its
+            # constraints: a column the table fills itself (an identity, a default)
+            # is left to the table when the rows move in.
             cursor.execute(
-                f"CREATE TEMPORARY TABLE {STAGED} (LIKE {into} INCLUDING DEFAULTS)"
-                " ON COMMIT DROP"
+                f"CREATE TEMPORARY TABLE {STAGED} ON COMMIT DROP AS "
+                f"SELECT {names} FROM {into} WITH NO DATA"
             )
             into = STAGED
-        names = ", ".join(_quote(connection, column["name"]) for column in columns)
         cursor.copy_expert(
-            f"COPY {into} ({names}) FROM STDIN WITH (FORMAT csv, HEADER true)",
+            f"COPY {into} ({names}) FROM STDIN "
+            "WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')",
             stream,
             CHUNK_BYTES,
         )
         return cursor.rowcount
 
 
-def move_staged_rows(connection: Connection, plan: LoadPlan, columns) -> None:
+def _refuse_repeated_keys(connection: Connection, plan: LoadPlan, file_name: str):
+    """BadFile when two rows of an upsert's file share a key: which one should win
+    is the partner's to say (PostgreSQL refuses such a file, SQLite would keep the
+    last row; neither quietly)."""
+    key = ", ".join(_quote(connection, name) for name in plan.key)
+    repeated = connection.execute(
+        text(
+            f"SELECT {key}, COUNT(*) FROM {STAGED} GROUP BY {key} "
+            "HAVING COUNT(*) > 1 LIMIT 1"
+        )
+    ).first()
+    if repeated is not None:
+        *values, count = repeated
+        shown = ", ".join(f"{name}={value!r}" for name, value in zip(plan.key, values))
+        raise generic_load.ContentError(
+            f"{file_name}: the key ({shown}) is on {count} rows of the file: an "
+            "upsert takes one row per key; nothing was loaded"
+        )
+
+
+def move_staged_rows(
+    connection: Connection, plan: LoadPlan, columns, file_name: str
+) -> None:
     """The mode's statements, from the staging table into the table."""
     target = _table_sql(connection, plan.table)
     names = [_quote(connection, column["name"]) for column in columns]
+    if plan.mode == "upsert":
+        _refuse_repeated_keys(connection, plan, file_name)
     statements = [generic_load.insert_staged(target, names)]
     if plan.mode == "truncate":
         statements.insert(0, f"DELETE FROM {target}")
@@ -257,9 +316,36 @@ def move_staged_rows(connection: Connection, plan: LoadPlan, columns) -> None:
         connection.execute(text(statement), plan.parameters)
 
 
+def read_header(header_line: bytes, file_name: str) -> list[str]:
+    """The header's column names; BadFile for a file with no header line to read."""
+    if not header_line:
+        raise BadFile(f"{file_name}: the file is empty: nothing was loaded")
+    if len(header_line) > MAX_HEADER_BYTES or not header_line.endswith(b"\n"):
+        if b"\r" in header_line:
+            reason = "its lines end in CR alone: save it with LF or CRLF line ends"
+        elif len(header_line) > MAX_HEADER_BYTES:
+            reason = f"no line end in its first {MAX_HEADER_BYTES:,} bytes"
+        else:
+            reason = "its only line has no line end: a header and no rows"
+        raise BadFile(f"{file_name}: line 1: {reason}: nothing was loaded")
+    if b"\r" in header_line.rstrip(b"\r\n"):
+        raise BadFile(
+            f"{file_name}: line 1: its lines end in CR alone: save it with LF or "
+            "CRLF line ends: nothing was loaded"
+        )
+    try:
+        decoded = header_line.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise BadFile(
+            f"{file_name}: line 1: not UTF-8 (byte 0x{header_line[error.start]:02x} "
+            f"at byte {error.start + 1}): save the file as UTF-8: nothing was loaded"
+        ) from error
+    return next(csv.reader([decoded]), [])
+
+
 def _load_rows(connection, plan, header_line, rest, file_name) -> int:
     """The file's rows into the table or the staging table, then the mode's step."""
-    header = next(csv.reader([header_line.decode("utf-8-sig")]), [])
+    header = read_header(header_line, file_name)
     columns = match_columns(header, table_columns(connection, plan.table), file_name)
     if connection.dialect.name == "postgresql":
         stream = _HeaderThenRest(header_line, rest)
@@ -269,7 +355,7 @@ def _load_rows(connection, plan, header_line, rest, file_name) -> int:
             connection, plan.table, plan.mode, columns, rest, file_name=file_name
         )
     if plan.mode != "append":
-        move_staged_rows(connection, plan, columns)
+        move_staged_rows(connection, plan, columns, file_name)
         if connection.dialect.name != "postgresql":  # PostgreSQL's drops at commit
             generic_load.drop_staging(connection)
     return rows
@@ -299,11 +385,17 @@ def load_stream(  # pylint: disable=too-many-arguments
         progress.add_rows(-1)  # the header's line
     hashing = _HashingReader(stream, progress)
     rest = io.BufferedReader(hashing, CHUNK_BYTES)
-    header_line = rest.readline()
+    header_line = rest.readline(MAX_HEADER_BYTES + 1)
     try:
         with engine.begin() as connection:
             rows = _load_rows(connection, plan, header_line, rest, listing.path)
             sha256 = _hash_the_rest(rest, hashing)
+            if hashing.end_of_copy_line:
+                raise generic_load.ContentError(
+                    f"{listing.path}: a line holds only \\. , which PostgreSQL "
+                    'reads as the end of the data: quote it ("\\."): nothing was '
+                    "loaded"
+                )
             entry = ledger.LedgerEntry(
                 listing.source, listing.path, listing.size, listing.modified,
                 sha256, rows, plan.table, plan.mode, flow_run_id,
@@ -312,7 +404,7 @@ def load_stream(  # pylint: disable=too-many-arguments
                 raise _LoadedBefore()
     except _LoadedBefore:
         return _skipped(hashing.bytes_read, sha256)
-    except (psycopg2.Error, exc.IntegrityError, generic_load.ContentError) as error:
+    except (psycopg2.Error, exc.DBAPIError, generic_load.ContentError) as error:
         if hashing.failure is not None:
             raise hashing.failure from error
         bad = _content_error(error, listing.path)
@@ -321,7 +413,7 @@ def load_stream(  # pylint: disable=too-many-arguments
         # The same rows again break a unique key before the ledger is asked.
         sha256 = _hash_the_rest(rest, hashing)
         with engine.connect() as connection:
-            if ledger.loaded_before(connection, plan.table, sha256) is not None:
+            if ledger.holds(connection, plan.table, sha256, plan.mode):
                 return _skipped(hashing.bytes_read, sha256)
         raise bad from error
     return LoadOutcome(rows, hashing.bytes_read, sha256, True)
@@ -331,6 +423,7 @@ def _hash_the_rest(rest: io.BufferedReader, hashing: _HashingReader) -> str:
     """The file's sha256, once what the parser left (blank lines) is read too."""
     while rest.read(CHUNK_BYTES):
         pass
+    hashing.finish()
     return hashing.sha256.hexdigest()
 
 
@@ -346,21 +439,30 @@ def _content_error(error: Exception, file_name: str) -> Exception:
         return BadFile(str(error))
     if isinstance(error, exc.IntegrityError):
         return BadFile(f"{file_name}: {one_line(error.orig)}: nothing was loaded")
-    if (error.pgcode or "")[:2] in _CONTENT_SQLSTATE_CLASSES:
-        return _bad_value(error, file_name)
+    # SQLAlchemy wraps what its statements meet; COPY's errors come bare.
+    driver_error = error.orig if isinstance(error, exc.DBAPIError) else error
+    code = getattr(driver_error, "pgcode", None) or ""
+    if code[:2] in _CONTENT_SQLSTATE_CLASSES:
+        return _bad_value(driver_error, file_name)
     return error
 
 
-def content_loaded_before(engine: Engine, table: str, listing: Listing, opener):
-    """Whether the ledger holds this very file (source, path, size and content):
-    a run was killed between its commit and its move. Read (to hash it) only when
-    its source, path and size are in the ledger."""
+def content_loaded_before(
+    engine: Engine, plan: LoadPlan, listing: Listing, opener
+) -> bool:
+    """Whether the ledger holds this very file (source, path, size and content), so
+    that loading it again would change nothing (ledger.holds): a run was killed
+    between its commit and its move. Read (to hash it) only when its source, path
+    and size are in the ledger."""
     ledger.create_ledger(engine)
+    table = plan.table
     probe = ledger.LedgerEntry(
         listing.source, listing.path, listing.size, None, "", 0, table, "", None
     )
     with engine.connect() as connection:
         hashes = ledger.hashes_listed_before(connection, table, probe)
+        if plan.mode in ledger.SNAPSHOT_MODES:
+            hashes &= {ledger.latest_sha256(connection, table)}
     if not hashes:
         return False
     sha256 = hashlib.sha256()

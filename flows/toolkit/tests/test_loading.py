@@ -260,3 +260,116 @@ def test_replace_with_a_bound_parameter(engine):
     )
     load(engine, HEADER + '8,"ken",1.00,2024-08-01,,\n', plan, "monday-again.csv")
     assert [row[0] for row in rows_of(engine)] == [3, 5, 8]
+
+
+def ledger_rows(engine) -> list[tuple]:
+    """(sha256's first 8, mode) of the ledger's rows, oldest first."""
+    with engine.connect() as connection:
+        found = connection.execute(
+            text("SELECT sha256, mode FROM flows_inbound_ledger ORDER BY id")
+        )
+        return [(sha[:8], mode) for sha, mode in found]
+
+
+@pytest.mark.parametrize("mode", ["truncate", "replace"])
+def test_a_snapshot_sent_again_after_another_loads_again(engine, mode):
+    """Monday A, Tuesday B, Wednesday A again: a snapshot is skipped only while it
+    is the table's latest load, so Wednesday loads and the table holds A. A fourth
+    A is skipped, and so is a rerun that only finishes A's move."""
+    plan = LoadPlan(
+        "payments",
+        mode,
+        replace_where="true" if mode == "replace" else None,
+    )
+    snapshot_a, snapshot_b = MONDAY, TUESDAY
+    assert load(engine, snapshot_a, plan, "snapshot.csv").loaded
+    assert load(engine, snapshot_b, plan, "snapshot.csv").loaded
+    wednesday = load(engine, snapshot_a, plan, "snapshot.csv")
+    assert wednesday.loaded, wednesday.reason
+    assert [row[0] for row in rows_of(engine)] == [1, 2]
+    again = load(engine, snapshot_a, plan, "snapshot.csv")
+    assert not again.loaded and "already loaded" in again.reason
+    listing = loading.Listing("/drop", "snapshot.csv", len(snapshot_a), MODIFIED)
+
+    def opener():
+        return io.BytesIO(snapshot_a.encode())
+
+    assert loading.content_loaded_before(engine, plan, listing, opener)
+    load(engine, snapshot_b, plan, "snapshot.csv")
+    assert not loading.content_loaded_before(engine, plan, listing, opener)
+    hashes = ledger_rows(engine)
+    assert [entry[1] for entry in hashes] == [mode, mode]
+    print(f"\n{mode}: A, B, A, A (skipped), B: ledger {hashes}")
+
+
+CREATE_ENROLMENTS = {
+    "postgresql": "CREATE TABLE enrolments (id integer GENERATED ALWAYS AS IDENTITY "
+    "PRIMARY KEY, student text NOT NULL UNIQUE, course text NOT NULL, "
+    "enrolled_on date DEFAULT CURRENT_DATE)",
+    "sqlite": "CREATE TABLE enrolments (id INTEGER PRIMARY KEY, student text NOT NULL "
+    "UNIQUE, course text NOT NULL, enrolled_on date DEFAULT CURRENT_DATE)",
+}
+
+
+@pytest.mark.parametrize("mode", ["append", "upsert", "replace", "truncate"])
+def test_a_file_without_the_identity_column_loads_in_every_mode(engine, mode):
+    """The table numbers its rows itself (an identity; SQLite's INTEGER PRIMARY KEY)
+    and dates them by default: a file with neither column loads in every mode, the
+    table filling both."""
+    with engine.begin() as connection:
+        connection.execute(text(CREATE_ENROLMENTS[engine.dialect.name]))
+    plan = LoadPlan(
+        "enrolments",
+        mode,
+        key=("student",) if mode == "upsert" else (),
+        replace_where=(
+            "student IN (SELECT student FROM flows_staged)"
+            if mode == "replace"
+            else None
+        ),
+    )
+    content = "student,course\nada,math\nalan,logic\n"
+    outcome = load(engine, content, plan, "enrolments.csv")
+    assert outcome.loaded and outcome.rows == 2
+    with engine.connect() as connection:
+        found = connection.execute(
+            text("SELECT id, student, course, enrolled_on FROM enrolments ORDER BY id")
+        ).all()
+    assert [row[1:3] for row in found] == [("ada", "math"), ("alan", "logic")]
+    assert all(row[0] is not None and row[3] is not None for row in found)
+
+
+def test_a_key_twice_in_an_upsert_file_is_a_bad_file(engine):
+    """Two rows of one upsert file with the same key: one line naming the key and the
+    count, nothing loaded, no ledger row, on PostgreSQL and SQLite alike."""
+    load(engine, MONDAY, LoadPlan("payments"))
+    twice = HEADER + (
+        '2,"alan",1.00,2024-08-03,,\n'
+        '5,"edsger",2.00,2024-08-03,,\n'
+        '2,"alan",9.00,2024-08-03,,\n'
+    )
+    with pytest.raises(loading.BadFile) as refused:
+        load(engine, twice, LoadPlan("payments", "upsert", ("id",)), "twice.csv")
+    assert str(refused.value) == (
+        "twice.csv: the key (id=2) is on 2 rows of the file: an upsert takes one row "
+        "per key; nothing was loaded"
+    )
+    assert [row[0] for row in rows_of(engine)] == [1, 2]
+    assert rows_of(engine)[1][2] in ("-3.00", "-3", "-3.0")
+    assert len(ledger_rows(engine)) == 1
+
+
+def test_a_line_of_only_backslash_dot_is_refused_and_a_quoted_one_loads(engine):
+    """`\\.` alone on a line ends COPY FROM STDIN on PostgreSQL 17 and older: such a
+    file is refused in one line (on SQLite too, as a line of one field: the same file,
+    the same outcome); quoted, the same text loads."""
+    bare = HEADER + '1,"ada",1.00,d,,\n\\.\n2,"alan",2.00,d,,\n3,"grace",3.00,d,,\n'
+    with pytest.raises(loading.BadFile) as refused:
+        load(engine, bare, LoadPlan("payments"), "marker.csv")
+    if engine.dialect.name == "postgresql":
+        assert "a line holds only \\. " in str(refused.value)
+    print(f"\n{engine.dialect.name}: {refused.value}")
+    assert rows_of(engine) == [] and ledger_rows(engine) == []
+    quoted = HEADER + '1,"ada",1.00,d,,"\\."\n2,"alan",2.00,d,,\n'
+    assert load(engine, quoted, LoadPlan("payments"), "quoted.csv").rows == 2
+    assert rows_of(engine)[0][4] == "\\."
