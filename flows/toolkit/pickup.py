@@ -27,6 +27,7 @@ from typing import BinaryIO, Callable, ContextManager, Iterator, Protocol
 
 import paramiko
 
+from toolkit import retries
 from toolkit.logs import run_logger
 from toolkit.sftp import SftpConnection, make_remote_dirs, open_sftp
 from toolkit.streams import CHUNK_BYTES
@@ -82,8 +83,20 @@ def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=timezone.utc)
 
 
+class UnsafePath(retries.PermanentFailure, PermissionError):
+    """A name in a drop folder that is a symbolic link, or passes through one: no
+    retry changes that."""
+
+
 class LocalDropFolder:
-    """A folder on this machine (or a mounted share)."""
+    """A folder on this machine (or a mounted share).
+
+    A partner who may write into the folder (an SFTP chroot on the same host, say)
+    may also plant symbolic links there. None is followed: a file is opened only if
+    it is a regular file under its own name, and the subfolders a move writes into
+    (`processed/<day>`, `failed`) are entered one at a time without following a
+    link, so a run never reads or writes outside the folder through one.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).expanduser().resolve()
@@ -106,38 +119,100 @@ class LocalDropFolder:
                     )
         return sorted(found, key=lambda dropped: dropped.name)
 
+    @contextlib.contextmanager
+    def _folder(self, relative: str, create: bool = False) -> Iterator[int]:
+        """A descriptor of the subfolder `relative` ("" for the folder itself),
+        entered part by part without following a link; made if `create`."""
+        descriptor = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for part in Path(relative).parts:
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, dir_fd=descriptor)
+                try:
+                    inner = os.open(
+                        part,
+                        os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                        dir_fd=descriptor,
+                    )
+                except OSError as error:
+                    if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise UnsafePath(
+                            f"{self.path / relative}: {part} is not a folder of "
+                            "the drop folder (a symbolic link?): refused"
+                        ) from error
+                    raise
+                os.close(descriptor)
+                descriptor = inner
+            yield descriptor
+        finally:
+            os.close(descriptor)
+
     def open_file(self, name: str) -> ContextManager[BinaryIO]:
-        """A streaming binary reader of `name`."""
-        return open(self.path / name, "rb", buffering=CHUNK_BYTES)
+        """A streaming binary reader of `name`, a regular file under that name."""
+        parent, base = posixpath.split(name)
+        with self._folder(parent) as folder:
+            try:
+                descriptor = os.open(base, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    raise UnsafePath(
+                        f"{self.path / name} is a symbolic link: not read"
+                    ) from error
+                raise
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise UnsafePath(f"{self.path / name} is not a regular file: not read")
+        return os.fdopen(descriptor, "rb", buffering=CHUNK_BYTES)
 
     def exists(self, name: str) -> bool:
-        """Whether `name` (relative) exists."""
-        return (self.path / name).exists()
+        """Whether `name` (relative) exists; a link is not followed."""
+        return os.path.lexists(self.path / name)
 
     def move(self, name: str, destination: str) -> None:
         """Move `name` to `destination`; FileExistsError if it exists."""
-        target = self.path / destination
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # A hard link fails on an existing name, in one step: never overwrites.
-            os.link(self.path / name, target)
-        except FileExistsError:
-            raise
-        except OSError as error:
-            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
+        source_dir, source = posixpath.split(name)
+        target_dir, target = posixpath.split(destination)
+        with self._folder(source_dir) as source_fd, self._folder(
+            target_dir, create=True
+        ) as target_fd:
+            try:
+                # A hard link fails on an existing name, in one step: never
+                # overwrites. It links a planted link itself, never its target.
+                os.link(
+                    source,
+                    target,
+                    src_dir_fd=source_fd,
+                    dst_dir_fd=target_fd,
+                    follow_symlinks=False,
+                )
+            except FileExistsError:
                 raise
-            # A file system without hard links: check, then rename.
-            if target.exists():
-                raise FileExistsError(
-                    errno.EEXIST, "destination exists", str(target)
-                ) from error
-            os.rename(self.path / name, target)
-            return
-        os.unlink(self.path / name)
+            except OSError as error:
+                if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
+                    raise
+                # A file system without hard links: check, then rename.
+                if _lexists_in(target, target_fd):
+                    raise FileExistsError(
+                        errno.EEXIST, "destination exists", destination
+                    ) from error
+                os.rename(source, target, src_dir_fd=source_fd, dst_dir_fd=target_fd)
+                return
+            os.unlink(source, dir_fd=source_fd)
 
     def remove(self, name: str) -> None:
-        """Remove `name`."""
-        (self.path / name).unlink()
+        """Remove `name` (a link itself, never its target)."""
+        parent, base = posixpath.split(name)
+        with self._folder(parent) as folder:
+            os.unlink(base, dir_fd=folder)
+
+
+def _lexists_in(name: str, folder: int) -> bool:
+    try:
+        os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 class _SftpReader(contextlib.AbstractContextManager):

@@ -120,3 +120,54 @@ def test_describe_names_the_place(sshd, tmp_path):
     with pickup.SftpDropFolder(connection, "in") as remote:
         assert remote.describe() == f"sftp://127.0.0.1:{sshd.port}{tmp_path}/in"
     assert pickup.LocalDropFolder(tmp_path).describe() == str(Path(tmp_path))
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """A local drop folder, and outside it a file and a folder a partner would like a
+    run to read or to write into."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "credentials.csv"
+    secret.write_text("password\nhunter2\n")
+    return pickup.LocalDropFolder(drop), drop, outside, secret
+
+
+def test_a_link_planted_for_a_listed_file_is_not_read(planted):
+    """The file is listed, then replaced by a link to a file outside: open refuses
+    it, one line, and nothing of the outside file is read. A link is never listed,
+    and removing one removes the link, not its target."""
+    folder, drop, _, secret = planted
+    (drop / "payments.csv").write_text("id\n1\n")
+    assert [f.name for f in folder.list_files("*.csv")] == ["payments.csv"]
+    (drop / "payments.csv").unlink()
+    (drop / "payments.csv").symlink_to(secret)
+    with pytest.raises(pickup.UnsafePath) as refused:
+        folder.open_file("payments.csv")
+    assert str(refused.value).endswith("payments.csv is a symbolic link: not read")
+    assert folder.list_files("*.csv") == []
+    folder.remove("payments.csv")
+    assert secret.read_text() == "password\nhunter2\n"
+
+
+@pytest.mark.parametrize("planted_dir", ["processed", "failed", "processed/2024-08-01"])
+def test_a_move_never_writes_through_a_planted_link(planted, planted_dir):
+    """`processed`, `failed` or a day's folder made a link to a folder outside: the
+    move is refused in one line, the file stays where it was, nothing lands
+    outside."""
+    folder, drop, outside, _ = planted
+    (drop / "payments.csv").write_text("id\n1\n")
+    link = drop / planted_dir
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside, target_is_directory=True)
+    destination = f"{planted_dir}/payments.csv"
+    with pytest.raises(pickup.UnsafePath) as refused:
+        pickup.move_without_overwrite(folder, "payments.csv", planted_dir)
+    print(f"\n{destination}: {refused.value}")
+    assert "is not a folder of the drop folder (a symbolic link?): refused" in str(
+        refused.value
+    )
+    assert (drop / "payments.csv").read_text() == "id\n1\n"
+    assert sorted(os.listdir(outside)) == ["credentials.csv"]
