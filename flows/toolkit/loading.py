@@ -472,6 +472,11 @@ def content_loaded_before(
     return sha256.hexdigest() in hashes
 
 
+class CommitUncertain(retries.PermanentFailure, RuntimeError):
+    """The connection broke while the COMMIT was on its way: the statement may have
+    committed or not, and running it again could apply it twice."""
+
+
 @task(**retries.TRANSIENT_RETRIES)
 def run_sql(
     target: database.DatabaseConnection | Engine,
@@ -479,10 +484,23 @@ def run_sql(
     parameters: dict[str, Any] | None = None,
 ) -> int:
     """Run one statement (text, or `sql/<file>.sql` from flows/sql/) with bound
-    parameters, in its own transaction, before or after a load; rows it touched."""
-    with database.engine_of(target) as engine, engine.begin() as connection:
+    parameters, in its own transaction, before or after a load; rows it touched.
+
+    A fault before the COMMIT is retried (the transaction rolled back); a fault
+    during it is not (CommitUncertain), as the statement may be applied already."""
+    with database.engine_of(target) as engine, engine.connect() as connection:
+        transaction = connection.begin()
         result = connection.execute(database.statement_of(statement), parameters or {})
         touched = result.rowcount
+        try:
+            transaction.commit()
+        except exc.DBAPIError as error:
+            if not retries.is_transient(error):
+                raise
+            raise CommitUncertain(
+                f"the connection broke while committing {statement.splitlines()[0][:80]!r}: "
+                "it may have been applied; check the table before running it again"
+            ) from error
     rows = f"{touched:,} rows" if touched >= 0 else "done"  # DDL counts no rows
     run_logger().info("ran %s: %s", statement.splitlines()[0][:80], rows)
     return touched

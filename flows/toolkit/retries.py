@@ -1,9 +1,10 @@
 """Which failures a task retries: the transient ones of every source and sink shipped.
 
 Retried, with exponential backoff: a database connection lost, a server restarting or
-shut down by its administrator, a serialization failure or deadlock, and SFTP network
-faults. Never retried: whatever a retry cannot mend or would make worse (bad SQL, a
-missing table, permission denied, a refused login or host key, a missing file, an SFTP
+shut down by its administrator or full of clients for now, a serialization failure or
+deadlock, and SFTP network faults. Never retried: whatever a retry cannot mend or
+would make worse (bad SQL, a missing table, permission denied, a refused login or host
+key, a missing file, a name already taken, a folder where a file should be, an SFTP
 request the server refuses or does not support, a full disk).
 
 The other systems, by the same rule:
@@ -34,9 +35,10 @@ from botocore import exceptions as botocore_errors
 from prefect.tasks import exponential_backoff
 
 # SQLSTATEs a retry can outlive: connection exceptions (class 08), admin shutdown,
-# crash shutdown, cannot connect now (57P01-57P03), serialization failure, deadlock.
+# crash shutdown, cannot connect now (57P01-57P03), serialization failure, deadlock,
+# too many connections (53300: a burst of scheduled runs at 05:00).
 TRANSIENT_SQLSTATE_CLASSES = ("08",)
-TRANSIENT_SQLSTATES = ("57P01", "57P02", "57P03", "40001", "40P01")
+TRANSIENT_SQLSTATES = ("57P01", "57P02", "57P03", "40001", "40P01", "53300")
 
 # libpq's words when it raises without a SQLSTATE. Refusals are read first: the
 # message of a refused login also begins "connection to server at ... failed".
@@ -55,6 +57,10 @@ UNREACHABLE_PHRASES = (
     "the database system is starting up",
     "the database system is shutting down",
     "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    # A server full for now: what a burst of scheduled runs meets at connect time.
+    "too many clients already",
+    "remaining connection slots are reserved",
     "connection refused",
     "could not connect to server",
     "could not receive data from server",
@@ -155,6 +161,9 @@ def _network_verdict(error: BaseException) -> bool | None:
         paramiko.AuthenticationException,
         paramiko.BadHostKeyException,
         FileNotFoundError,
+        FileExistsError,
+        IsADirectoryError,
+        NotADirectoryError,
         PermissionError,
     )
     if isinstance(error, permanent):

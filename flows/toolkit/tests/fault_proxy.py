@@ -5,7 +5,10 @@ It forwards bytes both ways, and on request:
   `503 SlowDown`, say), as a throttling server does, and closes that connection;
 - cuts a connection (both sockets closed, as a broken network does) once
   `cut_after_bytes` have gone towards the server since the start or the last cut,
-  over however many connections: `cuts` times.
+  over however many connections: `cuts` times;
+- or cuts it right after forwarding a piece towards the server that holds
+  `cut_after_pattern` (PostgreSQL's `COMMIT`, say): the server gets the request,
+  the client never gets the answer.
 Every fault is counted, so a test can say how many requests met one.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 from services import free_port
@@ -23,6 +27,8 @@ SLOW_DOWN_BODY = (
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
 _PIECE = 64 * 1024
+# How long a server gets to act on the request a pattern cut forwarded.
+_SERVER_SECONDS = 0.5
 
 
 @dataclass
@@ -34,6 +40,7 @@ class FaultProxy:  # pylint: disable=too-many-instance-attributes
     throttle_status: bytes = b"503 Slow Down"
     throttle_body: bytes = SLOW_DOWN_BODY
     cut_after_bytes: int | None = None
+    cut_after_pattern: bytes | None = None
     cuts: int = 1
     port: int = field(default_factory=free_port)
     throttled: int = 0
@@ -100,28 +107,39 @@ class FaultProxy:  # pylint: disable=too-many-instance-attributes
     def _forward(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
         self._open += [client, upstream]
+        muted = threading.Event()  # this connection's answers no longer pass
         threading.Thread(
-            target=self._pump, args=(upstream, client, False), daemon=True
+            target=self._pump, args=(upstream, client, False, muted), daemon=True
         ).start()
-        self._pump(client, upstream, True)
+        self._pump(client, upstream, True, muted)
 
-    def _pump(self, source: socket.socket, target: socket.socket, towards_server):
+    def _pump(self, source, target, towards_server: bool, muted: threading.Event):
         try:
             while piece := source.recv(_PIECE):
+                if not towards_server and muted.is_set():
+                    break  # the answer to the pattern's request never arrives
+                cutting = towards_server and self._due_a_cut(piece)
+                if cutting and self.cut_after_pattern is not None:
+                    muted.set()
                 target.sendall(piece)
-                if towards_server and self._due_a_cut(len(piece)):
+                if cutting:
+                    if muted.is_set():
+                        time.sleep(_SERVER_SECONDS)  # the server does what it got
                     break  # the cut: both sockets closed below
         except OSError:
             pass
         _close(source)
         _close(target)
 
-    def _due_a_cut(self, size: int) -> bool:
+    def _due_a_cut(self, piece: bytes) -> bool:
         with self._lock:
-            self.carried += size
-            if self.cut_after_bytes is None or self.cut >= self.cuts:
+            self.carried += len(piece)
+            if self.cut >= self.cuts:
                 return False
-            if self.carried < self.cut_after_bytes:
+            if self.cut_after_pattern is not None:
+                if self.cut_after_pattern not in piece:
+                    return False
+            elif self.cut_after_bytes is None or self.carried < self.cut_after_bytes:
                 return False
             self.cut += 1
             self.carried = 0

@@ -10,7 +10,10 @@ from decimal import Decimal
 
 import pytest
 from conftest import fresh_database
+from fault_proxy import FaultProxy
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+from test_faults import QUICK_RETRIES, run_in_a_flow
 
 from toolkit import delivery
 from toolkit import ledger
@@ -373,3 +376,38 @@ def test_a_line_of_only_backslash_dot_is_refused_and_a_quoted_one_loads(engine):
     quoted = HEADER + '1,"ada",1.00,d,,"\\."\n2,"alan",2.00,d,,\n'
     assert load(engine, quoted, LoadPlan("payments"), "quoted.csv").rows == 2
     assert rows_of(engine)[0][4] == "\\."
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+@pytest.mark.parametrize("cut_at", [b"INSERT INTO tally", b"COMMIT"])
+def test_run_sql_is_retried_before_its_commit_and_never_after(postgres, fault, cut_at):
+    """A real cut connection (a proxy closes both sockets after forwarding the
+    statement, or the COMMIT): cut with the statement, the transaction rolled back
+    and a retry applies it once; cut with the COMMIT, the server committed but the
+    client cannot know, so the task fails in one line, tried once, and the row is
+    in the table once, not twice."""
+    engine = fresh_database(postgres, "loading_commit")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE tally (n int)"))
+    url = postgres.url(database="loading_commit")
+    with FaultProxy(postgres.port, cut_after_pattern=cut_at) as proxy:
+        through = url.replace(f":{postgres.port}/", f":{proxy.port}/")
+        proxied = create_engine(through, poolclass=NullPool)
+        flow_state, task_state, run_count = run_in_a_flow(
+            loading.run_sql.with_options(**QUICK_RETRIES),
+            proxied,
+            "INSERT INTO tally VALUES (1)",
+        )
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT count(*) FROM tally")).scalar()
+    message = str(task_state.result(raise_on_failure=False))
+    print(f"\ncut at {cut_at!r}: {run_count} tries, {rows} row(s), {message[:300]}")
+    assert proxy.cut == 1 and rows == 1
+    if cut_at == b"COMMIT":
+        fault.expect("failed clean")
+        assert flow_state.is_failed() and run_count == 1
+        assert message.startswith("the connection broke while committing ")
+    else:
+        fault.expect("recovered")
+        assert flow_state.is_completed() and run_count == 2
+    engine.dispose()
