@@ -60,6 +60,7 @@ UNREACHABLE_PHRASES = (
     "the database system is not yet accepting connections",
     # A server full for now: what a burst of scheduled runs meets at connect time.
     "too many clients already",
+    "too many connections for role",
     "remaining connection slots are reserved",
     "connection refused",
     "could not connect to server",

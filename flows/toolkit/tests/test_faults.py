@@ -321,6 +321,12 @@ def real_errors(restartable_postgres):
         connection.exec_driver_sql("CREATE TABLE guarded (id integer)")
         connection.exec_driver_sql("DROP ROLE IF EXISTS outsider")
         connection.exec_driver_sql("CREATE ROLE outsider LOGIN PASSWORD 'outsider'")
+        connection.exec_driver_sql("DROP ROLE IF EXISTS crowded")
+        connection.exec_driver_sql(
+            "CREATE ROLE crowded LOGIN PASSWORD 'crowded' CONNECTION LIMIT 1"
+        )
+        connection.exec_driver_sql("GRANT SELECT ON guarded TO crowded")
+    crowded = f"postgresql+psycopg2://crowded:crowded@127.0.0.1:{server.port}/postgres"
     outsider = (
         f"postgresql+psycopg2://outsider:outsider@127.0.0.1:{server.port}/postgres"
     )
@@ -338,6 +344,14 @@ def real_errors(restartable_postgres):
         ),
         "refused port": raised_by(create_engine(refused), "SELECT 1"),
     }
+    # A server (here a role) with no connection left for now, as a burst of
+    # scheduled runs meets at 05:00: the first connection holds the only one.
+    holder = create_engine(crowded)
+    with holder.connect():
+        errors["no connection slot left"] = raised_by(
+            create_engine(crowded), "SELECT 1"
+        )
+    holder.dispose()
     admin.dispose()
     return errors
 
@@ -352,6 +366,7 @@ def real_errors(restartable_postgres):
         ("wrong password", False),
         ("missing database", False),
         ("refused port", True),
+        ("no connection slot left", True),
     ],
 )
 def test_real_errors_are_classified(real_errors, case, transient):
@@ -403,6 +418,9 @@ def test_sqlstates_are_classified(sqlstate, transient):
         ("terminating connection due to administrator command", True),
         ('connection to server at "db", port 5432 failed: Connection refused', True),
         ("FATAL:  the database system is starting up", True),
+        ("FATAL:  sorry, too many clients already", True),
+        ("FATAL:  remaining connection slots are reserved for roles with", True),
+        ("FATAL:  the database system is not yet accepting connections", True),
         ("connection already closed", True),
         ("error with status PGRES_COPY_OUT and no message from the libpq", True),
         ('FATAL:  password authentication failed for user "flows"', False),
@@ -505,10 +523,13 @@ def test_fixture_flow_outlives_a_database_restart(  # pylint: disable=too-many-l
         (OSError("Socket is closed"), True),
         (OSError(errno.ENOSPC, "No space left on device"), False),
         (OSError(errno.EDQUOT, "Disk quota exceeded"), False),
+        (FileExistsError(errno.EEXIST, "File exists"), False),
+        (IsADirectoryError(errno.EISDIR, "Is a directory"), False),
+        (NotADirectoryError(errno.ENOTDIR, "Not a directory"), False),
         (ValueError("bad row"), False),
     ],
 )
 def test_sftp_and_other_errors_are_classified(error, transient):
-    """SFTP network faults stay retried; refusals, missing files, full disks and bugs
-    are not."""
+    """SFTP network faults stay retried; refusals, missing files, names taken, a
+    folder for a file, full disks and bugs are not."""
     assert retries.is_transient(error) is transient
