@@ -125,6 +125,9 @@ def _batches(stream: BinaryIO, names: list[str], file_name: str):
             read_options=csv.ReadOptions(
                 column_names=names, block_size=READ_BLOCK_BYTES
             ),
+            # A quoted value may hold line ends (PostgreSQL's COPY reads them so);
+            # without this Arrow fails such a file once it spans a read block.
+            parse_options=csv.ParseOptions(newlines_in_values=True),
             convert_options=csv.ConvertOptions(
                 column_types={name: pa.string() for name in names},
                 # Only an empty field is missing: Arrow's defaults ("NA", "n/a",
@@ -189,8 +192,18 @@ def upsert_statements(connection: Connection, target: str, names: list[str], pla
     insert = insert_staged(target, names)
     if connection.dialect.name in ("postgresql", "sqlite"):
         others = [name for name in names if name not in key]
+        # Only rows whose values differ are written: an unchanged row is neither
+        # rewritten (table bloat) nor passed to update triggers.
+        distinct = (
+            "IS DISTINCT FROM" if connection.dialect.name == "postgresql" else "IS NOT"
+        )
+        changed = " OR ".join(
+            f"{target}.{name} {distinct} excluded.{name}" for name in others
+        )
         action = (
-            "DO UPDATE SET " + ", ".join(f"{name} = excluded.{name}" for name in others)
+            "DO UPDATE SET "
+            + ", ".join(f"{name} = excluded.{name}" for name in others)
+            + f" WHERE {changed}"
             if others
             else "DO NOTHING"
         )

@@ -411,3 +411,50 @@ def test_run_sql_is_retried_before_its_commit_and_never_after(postgres, fault, c
         fault.expect("recovered")
         assert flow_state.is_completed() and run_count == 2
     engine.dispose()
+
+
+UPDATE_AUDIT = {
+    "postgresql": [
+        "CREATE TABLE updates (id int)",
+        "CREATE FUNCTION audit_update() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN INSERT INTO updates VALUES (NEW.id); RETURN NEW; END $$",
+        "CREATE TRIGGER audited AFTER UPDATE ON payments FOR EACH ROW "
+        "EXECUTE FUNCTION audit_update()",
+    ],
+    "sqlite": [
+        "CREATE TABLE updates (id int)",
+        "CREATE TRIGGER audited AFTER UPDATE ON payments "
+        "BEGIN INSERT INTO updates VALUES (NEW.id); END",
+    ],
+}
+
+
+def test_an_upsert_writes_only_the_rows_that_changed(engine):
+    """Monday's two rows upserted again with one of them changed and one added: one
+    row is updated (the update trigger fires once), one added, one left alone."""
+    with engine.begin() as connection:
+        for statement in UPDATE_AUDIT[engine.dialect.name]:
+            connection.execute(text(statement))
+    plan = LoadPlan("payments", "upsert", ("id",))
+    load(engine, MONDAY, plan)
+    changed = MONDAY.replace('"alan",-3.00', '"alan",-4.00') + '3,"grace",1,d,,\n'
+    assert load(engine, changed, plan, "tuesday.csv").rows == 3
+    with engine.connect() as connection:
+        updated = connection.execute(text("SELECT id FROM updates")).scalars().all()
+    assert updated == [2]
+    assert [row[0] for row in rows_of(engine)] == [1, 2, 3]
+    assert Decimal(rows_of(engine)[1][2]) == Decimal("-4.00")
+
+
+def test_quoted_line_ends_load_past_the_first_mebibyte(engine):
+    """Values holding line ends, quoted, in a file of more than 1 MiB (Arrow's read
+    block on the generic path): every row loads, its value whole."""
+    note = "first line\nsecond line, with a comma"
+    lines = [f'{number},"s{number}",1.00,d,,"{note}"\n' for number in range(1, 20_001)]
+    content = HEADER + "".join(lines)
+    assert len(content) > 1 << 20
+    outcome = load(engine, content, LoadPlan("payments"), "notes.csv")
+    assert outcome.rows == 20_000
+    with engine.connect() as connection:
+        notes = connection.execute(text("SELECT DISTINCT note FROM payments")).all()
+    assert notes == [(note,)]
