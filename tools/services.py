@@ -294,29 +294,36 @@ def _wait_for_http(url: str, process: subprocess.Popen, name: str) -> None:
 
 
 @contextlib.contextmanager
+def _http_server(command: list[str], log, url: str, name: str):
+    """Start `command` (output to `log`), yield its process once `url` answers, and
+    stop it at the end: terminated, killed if it lingers."""
+    process = subprocess.Popen(  # pylint: disable=consider-using-with
+        command, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+    )
+    try:
+        _wait_for_http(url, process, name)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@contextlib.contextmanager
 def running_s3_server() -> Iterator[S3Server]:
     """moto's S3-compatible server on 127.0.0.1: any key is accepted, state in memory."""
     executable = Path(sys.executable).parent / "moto_server"
     if not executable.exists():
         raise ServiceUnavailable(f"moto_server is not installed ({executable})")
     port = free_port()
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(  # pylint: disable=consider-using-with
-            [str(executable), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            endpoint_url = f"http://127.0.0.1:{port}"
-            _wait_for_http(endpoint_url, process, "moto_server")
-            yield S3Server(endpoint_url=endpoint_url, process=process)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    endpoint_url = f"http://127.0.0.1:{port}"
+    command = [str(executable), "-H", "127.0.0.1", "-p", str(port)]
+    with tempfile.TemporaryFile() as log, _http_server(
+        command, log, endpoint_url, "moto_server"
+    ) as process:
+        yield S3Server(endpoint_url=endpoint_url, process=process)
 
 
 DOCKER_REGISTRY = Path("/usr/bin/docker-registry")
@@ -349,19 +356,9 @@ def running_image_registry() -> Iterator[ImageRegistry]:
             f"http: {{addr: '127.0.0.1:{port}'}}\n",
             encoding="utf-8",
         )
-        with open(Path(folder) / "log", "wb") as log:
-            process = subprocess.Popen(  # pylint: disable=consider-using-with
-                [executable, "serve", str(config)],
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-            )
-            try:
-                _wait_for_http(f"http://127.0.0.1:{port}/v2/", process, "registry")
-                yield ImageRegistry(host=f"127.0.0.1:{port}", process=process)
-            finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        command = [executable, "serve", str(config)]
+        url = f"http://127.0.0.1:{port}/v2/"
+        with open(Path(folder) / "log", "wb") as log, _http_server(
+            command, log, url, "registry"
+        ) as process:
+            yield ImageRegistry(host=f"127.0.0.1:{port}", process=process)
