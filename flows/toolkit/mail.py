@@ -4,17 +4,21 @@
 
 `send_email` sends one message to a list of addresses: a text body, optionally an
 HTML table of a small frame, and attachments, files as they are or frames written as
-CSV by the same writer the deliveries use. The message is built and measured before
-any connection is made: one over the size limit fails at once, with one line. The
-password is read from its Secret block only to log in, and is never logged.
+CSV by the same writer the deliveries use. Before a file is read, the message's
+size is reckoned from the files' sizes on disk: a file far over the limit (a 3 GB
+export attached by mistake) fails at once, in one line, without being read. The
+message is then built and measured before any connection is made. The password is
+read from its Secret block only to log in, and is never logged.
 """
 
 from __future__ import annotations
 
 import io
 import mimetypes
+import os
 import smtplib
 import ssl
+import stat
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -108,6 +112,53 @@ def _attach_file(message: EmailMessage, path: Path) -> None:
     )
 
 
+def _file_sizes(files: Sequence[str | Path]) -> list[tuple[Path, int]]:
+    """Each file and its size on disk, from its metadata alone: a missing file (or a
+    folder) is one line before anything is read or sent."""
+    sizes = []
+    for name in files:
+        path = Path(name)
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            raise MessageRefused(
+                f"the attachment {path} does not exist: nothing was sent"
+            ) from None
+        if not stat.S_ISREG(status.st_mode):
+            raise MessageRefused(
+                f"the attachment {path} is not a file: nothing was sent"
+            )
+        sizes.append((path, status.st_size))
+    return sizes
+
+
+def _base64_bytes(size: int) -> int:
+    """What `size` bytes become in the message: base64 (4 characters for every 3
+    bytes), in lines of 76 characters (57 bytes) each with its line end, as the
+    email package writes attachments."""
+    return 4 * -(-size // 3) + -(-size // 57)
+
+
+def _check_estimate(
+    text: EmailMessage, attachments: Sequence[tuple[str | Path, int]], max_bytes: int
+) -> None:
+    """Refuse from sizes alone: the text part as it is, plus each attachment in
+    base64. The MIME headers and boundaries are left out, so this is a floor of the
+    size `_check_size` measures and never refuses a message that would fit."""
+    least = len(text.as_bytes())
+    least += sum(_base64_bytes(size) for _, size in attachments)
+    if least <= max_bytes or not attachments:
+        return  # a text too long on its own: the exact measure says so, once built
+    largest, size = max(attachments, key=lambda attachment: attachment[1])
+    raise MessageRefused(
+        f"the message is at least {least / MEGABYTE:,.1f} MB, over the limit of "
+        f"{max_bytes / MEGABYTE:.1f} MB: the attachment {largest} is "
+        f"{size / MEGABYTE:,.1f} MB; nothing was read or sent; "
+        "deliver the files to a sink and mail a link, or raise max_message_bytes if "
+        "the server allows it"
+    )
+
+
 def build_message(  # pylint: disable=too-many-arguments
     sender: str,
     to: Sequence[str],
@@ -117,8 +168,29 @@ def build_message(  # pylint: disable=too-many-arguments
     table: pd.DataFrame | None = None,
     files: Sequence[str | Path] = (),
     frames: Mapping[str, pd.DataFrame] | None = None,
+    max_bytes: int | None = None,
 ) -> EmailMessage:
-    """The message: text body, optional HTML table, files, and frames as CSV files."""
+    """The message: text body, optional HTML table, files, and frames as CSV files.
+
+    With `max_bytes`, a message that cannot fit is refused from the files' sizes on
+    disk before any file is read (a file is read whole to attach it)."""
+    sizes = _file_sizes(files)
+    csv_files = {name: frame_as_csv(frame) for name, frame in (frames or {}).items()}
+    message = _text_message(sender, to, subject, body, table)
+    if max_bytes is not None:
+        csv_sizes = [(name, len(csv)) for name, csv in csv_files.items()]
+        _check_estimate(message, sizes + csv_sizes, max_bytes)
+    for path, _ in sizes:
+        _attach_file(message, path)
+    for file_name, csv in csv_files.items():
+        message.add_attachment(csv, maintype="text", subtype="csv", filename=file_name)
+    return message
+
+
+def _text_message(
+    sender: str, to: Sequence[str], subject: str, body: str, table: pd.DataFrame | None
+) -> EmailMessage:
+    """The headers, the text body and the optional HTML table: no attachments yet."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = ", ".join(to)
@@ -134,12 +206,6 @@ def build_message(  # pylint: disable=too-many-arguments
             )
         html = table.to_html(index=False, border=1, na_rep="")
         message.add_alternative(f"<p>{_html_text(body)}</p>\n{html}", subtype="html")
-    for path in files:
-        _attach_file(message, Path(path))
-    for file_name, frame in (frames or {}).items():
-        message.add_attachment(
-            frame_as_csv(frame), maintype="text", subtype="csv", filename=file_name
-        )
     return message
 
 
@@ -219,15 +285,25 @@ def send_email(  # pylint: disable=too-many-arguments
 
     `table`: a small frame shown as an HTML table under the text; `files`: paths
     attached as they are; `frames`: {file name: frame} attached as CSV. A message over
-    `max_message_bytes` fails before connecting. When the server takes the message
-    for some recipients and refuses others, the refused are logged and returned, not
-    retried: a retry would send it twice to the rest.
+    `max_message_bytes` fails before connecting, and one whose files alone are over
+    it fails before they are read. When the server takes the message for some
+    recipients and refuses others, the refused are logged and returned, not retried:
+    a retry would send it twice to the rest.
     """
     if not to:
         raise MessageRefused("send_email needs at least one address in `to`")
     message = build_message(
-        connection.sender, to, subject, body, table=table, files=files, frames=frames
+        connection.sender,
+        to,
+        subject,
+        body,
+        table=table,
+        files=files,
+        frames=frames,
+        max_bytes=max_message_bytes,
     )
+    # The estimate leaves out MIME headers and boundaries: the built message is
+    # measured once more, exactly.
     size = _check_size(message, max_message_bytes)
     session = _open_smtp(connection)
     try:

@@ -10,9 +10,14 @@ import asyncio
 import datetime
 import email
 import ipaddress
+import json
 import logging
+import os
 import smtplib
 import ssl
+import subprocess
+import sys
+import textwrap
 from email import policy
 from pathlib import Path
 
@@ -36,6 +41,7 @@ from toolkit.mail import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MessageRefused,
     SmtpConnection,
+    build_message,
     frame_as_csv,
     send_email,
 )
@@ -53,6 +59,7 @@ ROSTER = pd.DataFrame(
     {"id": [1, 2, 3], "name": ["Ann", 'Bob "B" Jr.', None], "credits": [30, 12.5, 0]}
 )
 ROSTER_CSV = b'id,name,credits\n1,"Ann",30\n2,"Bob ""B"" Jr.",12.5\n3,,0\n'
+FLOWS_DIR = Path(__file__).resolve().parents[2]
 
 
 def make_certificate(folder: Path) -> tuple[Path, Path, str]:
@@ -141,6 +148,17 @@ class Mailbox:
         self.refused: set[str] = set()
         self.data_attempts = 0
         self.logins: list[bool] = []
+        self.greetings: list[str] = []
+
+    # pylint: disable-next=invalid-name,too-many-arguments,too-many-positional-arguments
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        """Count the clients that greet: smtplib says EHLO on every connection, so
+        none here means none connected."""
+        del server, envelope
+        self.greetings.append(hostname)
+        # aiosmtpd leaves the session's name to the hook once there is one.
+        session.host_name = hostname
+        return responses
 
     # pylint: disable-next=invalid-name,too-many-arguments,too-many-positional-arguments
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -325,10 +343,135 @@ def test_a_message_over_the_limit_fails_before_connecting(attachment, tmp_path):
             files=[big, attachment],
             max_message_bytes=1_000_000,
         )
-    message = str(refused.value)
-    assert "\n" not in message
-    assert message.startswith("the message is 1.2 MB, over the limit of 1.0 MB")
+    assert str(refused.value) == (
+        "the message is at least 1.2 MB, over the limit of 1.0 MB: the attachment "
+        f"{big} is 0.9 MB; nothing was read or sent; deliver the files to a sink and "
+        "mail a link, or raise max_message_bytes if the server allows it"
+    )
     assert DEFAULT_MAX_MESSAGE_BYTES == 10_000_000
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_the_limit_is_measured_exactly_once_the_message_is_built(smtp_server, tmp_path):
+    """The reckoning from sizes on disk leaves out the MIME headers, so it never
+    refuses a message that fits: a limit 100 bytes over the built message sends it,
+    one 20 bytes under refuses it (the Message-ID's number varies by a few digits)."""
+    exact = tmp_path / "exact.bin"
+    exact.write_bytes(bytes(range(256)) * 4000)
+    built = build_message(SENDER, TO, "exact", "see attached", files=[exact])
+    size = len(built.as_bytes())
+    with pytest.raises(MessageRefused) as refused:
+        send_email.fn(
+            smtp_server.connection(),
+            TO,
+            "exact",
+            "see attached",
+            files=[exact],
+            max_message_bytes=size - 20,
+        )
+    assert str(refused.value).startswith("the message is 1.4 MB, over the limit")
+    assert smtp_server.mailbox.greetings == []
+    send_email.fn(
+        smtp_server.connection(),
+        TO,
+        "exact",
+        "see attached",
+        files=[exact],
+        max_message_bytes=size + 100,
+    )
+    [envelope] = smtp_server.mailbox.received
+    print(f"\n{size:,} bytes built, sent under a limit of {size + 100:,}")
+    assert b"Subject: exact" in envelope.original_content
+
+
+def test_a_missing_attachment_is_one_line_and_nothing_is_sent(smtp_server, tmp_path):
+    """A file that is not there: one line naming it; no client greeted the server."""
+    missing = tmp_path / "transcript.pdf"
+    with pytest.raises(MessageRefused) as refused:
+        send_email.fn(
+            smtp_server.connection(), TO, "missing", "see attached", files=[missing]
+        )
+    assert str(refused.value) == (
+        f"the attachment {missing} does not exist: nothing was sent"
+    )
+    assert smtp_server.mailbox.greetings == []
+    assert smtp_server.mailbox.received == []
+
+
+# The child process of the memory test: send_email with a 3 GB attachment, then its
+# own figures as JSON. A process of its own: reading the file would take 3 GB (and 4
+# GB of base64) from the test's process, and its peak RSS would mix with the suite's.
+SEND_AND_MEASURE = textwrap.dedent(
+    """
+    import json, os, resource, time
+    from prefect.blocks.system import Secret
+    from toolkit.mail import MessageRefused, SmtpConnection, send_email
+
+    # The peak the imports reach (Prefect, pandas, Arrow): the baseline.
+    imported_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    settings = json.loads(os.environ["MAIL_SETTINGS"])
+    connection = SmtpConnection(
+        **settings["block"], password=Secret(value=os.environ["MAIL_PASSWORD"])
+    )
+    started = time.monotonic()
+    try:
+        send_email.fn(connection, settings["to"], "export", "see attached",
+                      files=[settings["file"]])
+        outcome = "sent"
+    except MessageRefused as error:
+        outcome = str(error)
+    print(json.dumps({
+        "outcome": outcome,
+        "seconds": time.monotonic() - started,
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "imported_peak": imported_peak,
+    }))
+    """
+)
+
+
+def test_a_3_gb_attachment_is_refused_unread(smtp_server, tmp_path):
+    """A 3 GB file attached by mistake: refused in one line from its size on disk,
+    in a process whose peak RSS stays that of its imports; no client greeted the
+    server."""
+    export = tmp_path / "export.csv"
+    with export.open("wb") as file:
+        file.truncate(3 * 1024**3)  # sparse: 3 GB long, no blocks written
+    block = smtp_server.connection().dict(include={"host", "port", "sender"})
+    block |= {"username": LOGIN, "trusted_certificates": smtp_server.ca_pem}
+    settings = {"block": block, "to": TO, "file": str(export)}
+    completed = subprocess.run(
+        [sys.executable, "-c", SEND_AND_MEASURE],
+        env={
+            **os.environ,
+            "MAIL_SETTINGS": json.dumps(settings),
+            "MAIL_PASSWORD": PASSWORD,
+        },
+        cwd=FLOWS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    found = json.loads(completed.stdout.strip().splitlines()[-1])
+    mib = 2**20
+    over_imports = (found["peak_rss"] - found["imported_peak"]) / mib
+    print(
+        f"\n3 GB attachment refused in {found['seconds']:.3f} s; peak RSS "
+        f"{found['peak_rss'] / mib:.0f} MiB ({over_imports:.1f} MiB over the imports)"
+    )
+    assert found["outcome"] == (
+        "the message is at least 4,351.5 MB, over the limit of 10.0 MB: the "
+        f"attachment {export} is 3,221.2 MB; nothing was read or sent; deliver the "
+        "files to a sink and mail a link, or raise max_message_bytes if the server "
+        "allows it"
+    )
+    # Reading the file would hold 3,072 MiB, its base64 4,096 more.
+    assert over_imports < 64
+    assert smtp_server.mailbox.greetings == []
+    assert smtp_server.mailbox.logins == [] and smtp_server.mailbox.received == []
 
 
 @pytest.mark.usefixtures("prefect_api_url")
