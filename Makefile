@@ -148,6 +148,7 @@ release: venv
 bench: venv
 	$(PY) bench/etl.py --rows 2000000
 	$(PY) bench/load.py --rows 2000000
+	$(PY) bench/bad_input.py
 	$(PY) bench/s3_delivery.py --rows 2700000
 	$(PY) bench/concurrency.py
 	$(PY) bench/storage.py

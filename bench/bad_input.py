@@ -24,7 +24,6 @@ import functools
 import io
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -85,6 +84,7 @@ def run_case(case: str, database_url: str) -> None:
     from sqlalchemy import create_engine
 
     from toolkit import loading
+    from toolkit.streams import peak_rss_bytes
 
     engine = create_engine(database_url)
     report = {"outcome": "imports toolkit.loading, creates the engine"}
@@ -105,23 +105,20 @@ def run_case(case: str, database_url: str) -> None:
         # What the load pulled from the partner's file: a refusal should stop early.
         report["bytes_read"] = stream.tell()
     engine.dispose()
-    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report["peak_rss_mb"] = peak_rss_bytes() / 1024**2
     print(json.dumps(report), flush=True)
 
 
-def child_command(role: str, case: str, database_url: str) -> list[str]:
-    """This script as a child process of `role` (--relay or --child) for `case`."""
-    return [sys.executable, __file__, role, case, "--database-url", database_url]
+def child_command(case: str, database_url: str) -> list[str]:
+    """This script as the child process of `case`."""
+    return [sys.executable, __file__, "--child", case, "--database-url", database_url]
 
 
 def load_in_child(case: str, database_url: str, content: bytes = b"") -> dict:
-    """Run the child of one case, `content` on its stdin; its report.
-
-    Linux starts a child's ru_maxrss at its parent's peak (across fork and exec),
-    and this process has imported the test module, pytest and Prefect: a small relay
-    process starts the measured child, so that the child's peak is its own."""
+    """Run the child of one case, `content` on its stdin; its report, with its own
+    peak RSS (VmHWM: ru_maxrss would carry this process's peak over)."""
     completed = subprocess.run(
-        child_command("--relay", case, database_url),
+        child_command(case, database_url),
         input=content,
         stdout=subprocess.PIPE,
         check=True,
@@ -217,13 +214,8 @@ def main() -> None:
     """Command line: see the module's docstring."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--relay", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     options = parser.parse_args()
-    if options.relay:
-        # stdin and stdout are the measured child's own.
-        command = child_command("--child", options.relay, options.database_url)
-        sys.exit(subprocess.run(command, check=False).returncode)
     if options.child:
         run_case(options.child, options.database_url)
         return

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import logging
 import math
+import resource
 import time
+from pathlib import Path
 
 # What a source hands to a sink at once (a COPY, a CSV stream, a file copy): large
 # enough that the cost of one sink write (an SFTP request, a syscall) vanishes.
@@ -101,3 +103,15 @@ class CountingWriter(io.RawIOBase):
             self._next_check = self.bytes_written + CLOCK_CHECK_BYTES
             self._progress.moved(self.bytes_written)
         return len(data)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory, in bytes. Linux's VmHWM: it starts anew
+    at exec, where ru_maxrss carries a parent's peak over fork and exec (a child
+    of a large test process would report the parent's memory as its own)."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:  # not Linux: ru_maxrss, in KiB on Linux and bytes on macOS
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kibibytes = status.split("VmHWM:", 1)[1].split()[0]
+    return int(kibibytes) * 1024

@@ -100,7 +100,8 @@ def test_a_partner_file_is_loaded_exactly_or_refused_in_one_line(scores, case):
 
 ENDLESS_LINE = textwrap.dedent(
     """
-    import io, json, resource, sys
+    import io, json, sys
+    from toolkit.streams import peak_rss_bytes
     from datetime import datetime, timezone
     from sqlalchemy import create_engine
     from toolkit import loading
@@ -129,7 +130,7 @@ ENDLESS_LINE = textwrap.dedent(
     print(json.dumps({
         "outcome": outcome,
         "read_bytes": size - source.left,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_bytes() / 1024**2,
     }))
     """
 )

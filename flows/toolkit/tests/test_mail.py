@@ -403,12 +403,13 @@ def test_a_missing_attachment_is_one_line_and_nothing_is_sent(smtp_server, tmp_p
 # GB of base64) from the test's process, and its peak RSS would mix with the suite's.
 SEND_AND_MEASURE = textwrap.dedent(
     """
-    import json, os, resource, time
+    import json, os, time
+    from toolkit.streams import peak_rss_bytes
     from prefect.blocks.system import Secret
     from toolkit.mail import MessageRefused, SmtpConnection, send_email
 
     # The peak the imports reach (Prefect, pandas, Arrow): the baseline.
-    imported_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    imported_peak = peak_rss_bytes()
 
     settings = json.loads(os.environ["MAIL_SETTINGS"])
     connection = SmtpConnection(
@@ -424,7 +425,7 @@ SEND_AND_MEASURE = textwrap.dedent(
     print(json.dumps({
         "outcome": outcome,
         "seconds": time.monotonic() - started,
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss": peak_rss_bytes(),
         "imported_peak": imported_peak,
     }))
     """

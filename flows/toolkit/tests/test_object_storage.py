@@ -147,7 +147,8 @@ def test_a_small_and_an_empty_file_are_one_put_each(connection):
 # The child process of the memory test: one delivery, then its own figures as JSON.
 DELIVER_AND_MEASURE = textwrap.dedent(
     """
-    import json, os, resource, sys, time
+    import json, os, sys, time
+    from toolkit.streams import peak_rss_bytes
     from prefect.blocks.system import Secret
     from toolkit import delivery
     from toolkit.database import DatabaseConnection
@@ -174,7 +175,7 @@ DELIVER_AND_MEASURE = textwrap.dedent(
     print(json.dumps({
         "seconds": time.monotonic() - started,
         "bytes": report.bytes,
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss": peak_rss_bytes(),
         "imported_rss": imported_rss,
     }))
     """
