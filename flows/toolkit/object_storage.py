@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import posixpath
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterator, Literal, Optional
 
 import botocore.session
@@ -106,6 +106,12 @@ def is_missing(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") in MISSING_CODES
 
 
+# An unfinished upload begun this long ago is a killed run's: no upload of the
+# toolkit's takes a day. (A bucket lifecycle rule, AbortIncompleteMultipartUpload,
+# clears what is never written again.)
+STALE_UPLOAD_HOURS = 24
+
+
 class MultipartUpload:
     """One object written part by part; `write` takes any size, memory stays one part.
 
@@ -168,13 +174,20 @@ class MultipartUpload:
                 )
 
     def abort_older_uploads(self) -> None:
-        """Abort what killed runs' uploads of this key left (they cannot resume)."""
+        """Abort what killed runs' uploads of this key left (they cannot resume):
+        those begun over STALE_UPLOAD_HOURS ago. A younger one may be another run's,
+        still under way: aborting it would fail that run."""
+        stale_before = datetime.now(timezone.utc) - timedelta(hours=STALE_UPLOAD_HOURS)
         with contextlib.suppress(Exception):
             listed = self._client.list_multipart_uploads(
                 Bucket=self._target["Bucket"], Prefix=self._target["Key"]
             )
             for upload in listed.get("Uploads", []):
-                if upload["Key"] == self._target["Key"]:
+                if (
+                    upload["Key"] == self._target["Key"]
+                    and upload["UploadId"] != self.upload_id
+                    and upload["Initiated"] < stale_before
+                ):
                     self._client.abort_multipart_upload(
                         **self._target, UploadId=upload["UploadId"]
                     )
@@ -230,6 +243,12 @@ class _ObjectReader(contextlib.AbstractContextManager):
         self._body.close()
 
 
+# S3's CopyObject copies at most 5 GB in one call; a larger object is copied in
+# parts (at most 10,000, each 5 MB to 5 GB).
+SINGLE_COPY_MAX_BYTES = 5 * 1024**3
+COPY_PART_BYTES = 512 * 1024**2
+
+
 class S3DropFolder:
     """A prefix where a partner drops objects: the drop-folder protocol of pickup.py.
 
@@ -254,16 +273,23 @@ class S3DropFolder:
         """s3://bucket/prefix/folder, the ledger's source."""
         return self.connection.describe(self.folder)
 
-    def list_files(self, pattern: str) -> list[DroppedFile]:
-        """Objects directly below the prefix whose name matches `pattern`, by name."""
-        prefix = self._key("")
-        prefix = prefix if prefix.endswith("/") or not prefix else prefix + "/"
+    def _prefix(self, under: str) -> str:
+        prefix = self._key(under)
+        return prefix if prefix.endswith("/") or not prefix else prefix + "/"
+
+    def _listed(self, under: str):
+        """The pages of a listing directly below `under` ("/" delimits folders)."""
         paginator = self._s3().get_paginator("list_objects_v2")
-        found = []
-        pages = paginator.paginate(
-            Bucket=self.connection.bucket, Prefix=prefix, Delimiter="/"
+        return paginator.paginate(
+            Bucket=self.connection.bucket, Prefix=self._prefix(under), Delimiter="/"
         )
-        for page in pages:
+
+    def list_files(self, pattern: str, under: str = "") -> list[DroppedFile]:
+        """Objects directly below the prefix (or its folder `under`) whose name
+        matches `pattern`, by name."""
+        prefix = self._prefix(under)
+        found = []
+        for page in self._listed(under):
             for entry in page.get("Contents", []):
                 name = entry["Key"][len(prefix) :]
                 if name and name_matches(name, pattern):
@@ -275,6 +301,31 @@ class S3DropFolder:
                         )
                     )
         return sorted(found, key=lambda dropped: dropped.name)
+
+    def list_folders(self, under: str) -> list[str]:
+        """The folders (common prefixes) directly below `under`."""
+        prefix = self._prefix(under)
+        return sorted(
+            common["Prefix"][len(prefix) :].rstrip("/")
+            for page in self._listed(under)
+            for common in page.get("CommonPrefixes", [])
+        )
+
+    def file_info(self, name: str) -> DroppedFile | None:
+        """The object `name` as listed, or None."""
+        try:
+            head = self._s3().head_object(
+                Bucket=self.connection.bucket, Key=self._key(name)
+            )
+        except ClientError as error:
+            if is_missing(error):
+                return None
+            raise
+        return DroppedFile(
+            posixpath.basename(name),
+            head["ContentLength"],
+            head["LastModified"].astimezone(timezone.utc),
+        )
 
     def open_file(self, name: str) -> _ObjectReader:
         """The object's body, streamed as it is read."""
@@ -304,14 +355,66 @@ class S3DropFolder:
         both, and the pick-up's next run finishes the move (the ledger knows it)."""
         if self.exists(destination):
             raise FileExistsError(f"{self.connection.describe(destination)} exists")
-        bucket = self.connection.bucket
-        self._s3().copy_object(
-            Bucket=bucket,
-            Key=self._key(destination),
-            CopySource={"Bucket": bucket, "Key": self._key(name)},
-        )
+        self.take(name, destination)
+
+    def take(self, name: str, destination: str) -> None:
+        """Copy `name` to `destination`, then delete it: S3 has no rename, so two
+        runs may both copy one object (the ledger then loads it once).
+
+        The managed copy goes part by part above its threshold: one CopyObject
+        call refuses an object over 5 GB."""
+        try:
+            self._copy(self._key(name), self._key(destination))
+        except ClientError as error:
+            if is_missing(error):
+                raise FileNotFoundError(self.connection.describe(name)) from error
+            raise
         self.remove(name)
+
+    def _copy(self, source_key: str, destination_key: str) -> None:
+        """Copy one object within the bucket: one call up to SINGLE_COPY_MAX_BYTES,
+        else part by part. Each part asks for the version first seen (its ETag),
+        so a new upload under the name meanwhile fails the copy, not mixes in."""
+        client, bucket = self._s3(), self.connection.bucket
+        source = {"Bucket": bucket, "Key": source_key}
+        head = client.head_object(**source)
+        size = head["ContentLength"]
+        if size <= SINGLE_COPY_MAX_BYTES:
+            client.copy_object(
+                Bucket=bucket,
+                Key=destination_key,
+                CopySource=source,
+                CopySourceIfMatch=head["ETag"],
+            )
+            return
+        target = {"Bucket": bucket, "Key": destination_key}
+        upload_id = client.create_multipart_upload(**target)["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, size, COPY_PART_BYTES), 1):
+                end = min(start + COPY_PART_BYTES, size) - 1
+                answer = client.upload_part_copy(
+                    **target,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=source,
+                    CopySourceRange=f"bytes={start}-{end}",
+                    CopySourceIfMatch=head["ETag"],
+                )
+                parts.append(
+                    {"ETag": answer["CopyPartResult"]["ETag"], "PartNumber": number}
+                )
+            client.complete_multipart_upload(
+                **target, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.abort_multipart_upload(**target, UploadId=upload_id)
+            raise
 
     def remove(self, name: str) -> None:
         """Delete the object `name`."""
         self._s3().delete_object(Bucket=self.connection.bucket, Key=self._key(name))
+
+    def remove_folder(self, name: str) -> None:
+        """Nothing to do: an S3 folder is only the prefix of the objects in it."""

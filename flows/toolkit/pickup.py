@@ -54,8 +54,16 @@ class DropFolder(Protocol):
         """Where the folder is ("sftp://host:22/incoming", "/data/drop"): the
         ledger's source."""
 
-    def list_files(self, pattern: str) -> list[DroppedFile]:
-        """Files directly in the folder whose name matches the glob `pattern`."""
+    def list_files(self, pattern: str, under: str = "") -> list[DroppedFile]:
+        """Files directly in the folder (or its subfolder `under`) whose name
+        matches the glob `pattern`; names relative to where they were listed."""
+
+    def list_folders(self, under: str) -> list[str]:
+        """The names of the folders directly in the subfolder `under`; none if
+        `under` does not exist."""
+
+    def file_info(self, name: str) -> DroppedFile | None:
+        """`name` (relative) as a listing shows it, or None if it is not there."""
 
     def open_file(self, name: str) -> ContextManager[BinaryIO]:
         """A streaming binary reader of `name`, bounded in memory."""
@@ -67,8 +75,16 @@ class DropFolder(Protocol):
         """Move `name` to `destination` (relative), creating its parent folders;
         FileExistsError if `destination` exists: never overwrites."""
 
+    def take(self, name: str, destination: str) -> None:
+        """Rename `name` to `destination` (a name of the caller's own claim folder,
+        free) in one step where the backend can: of two runs taking one file, one
+        gets FileNotFoundError."""
+
     def remove(self, name: str) -> None:
         """Remove `name`."""
+
+    def remove_folder(self, name: str) -> None:
+        """Remove the folder `name` if it is empty; else leave it."""
 
 
 def name_matches(name: str, pattern: str) -> bool:
@@ -77,6 +93,12 @@ def name_matches(name: str, pattern: str) -> bool:
     if name.startswith(".") and not pattern.startswith("."):
         return False
     return fnmatch.fnmatchcase(name, pattern)
+
+
+def printable(name: str) -> str:
+    """`name` with each control character (a newline a partner put in a file name,
+    say) written as its escape: one file, one line of a log or a table."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def _utc(timestamp: float) -> datetime:
@@ -105,19 +127,46 @@ class LocalDropFolder:
         """The folder's address, the ledger's source."""
         return str(self.path)
 
-    def list_files(self, pattern: str) -> list[DroppedFile]:
-        """Files directly here whose name matches `pattern`, by name."""
+    def list_files(self, pattern: str, under: str = "") -> list[DroppedFile]:
+        """Files directly here (or in `under`) whose name matches `pattern`."""
         found = []
-        with os.scandir(self.path) as entries:
-            for entry in entries:
-                if entry.is_file(follow_symlinks=False) and name_matches(
-                    entry.name, pattern
-                ):
-                    info = entry.stat(follow_symlinks=False)
-                    found.append(
-                        DroppedFile(entry.name, info.st_size, _utc(info.st_mtime))
-                    )
+        try:
+            with self._folder(under) as folder, os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_file(follow_symlinks=False) and name_matches(
+                        entry.name, pattern
+                    ):
+                        info = entry.stat(follow_symlinks=False)
+                        found.append(
+                            DroppedFile(entry.name, info.st_size, _utc(info.st_mtime))
+                        )
+        except FileNotFoundError:
+            if not under:
+                raise
+            # A subfolder not made yet (a claim folder) holds nothing.
         return sorted(found, key=lambda dropped: dropped.name)
+
+    def list_folders(self, under: str) -> list[str]:
+        """The folders directly in `under` (never a link to one)."""
+        try:
+            with self._folder(under) as folder, os.scandir(folder) as entries:
+                return sorted(
+                    entry.name
+                    for entry in entries
+                    if entry.is_dir(follow_symlinks=False)
+                )
+        except FileNotFoundError:
+            return []
+
+    def file_info(self, name: str) -> DroppedFile | None:
+        """`name` as listed (a link is not followed), or None."""
+        parent, base = posixpath.split(name)
+        try:
+            with self._folder(parent) as folder:
+                info = os.stat(base, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        return DroppedFile(base, info.st_size, _utc(info.st_mtime))
 
     @contextlib.contextmanager
     def _folder(self, relative: str, create: bool = False) -> Iterator[int]:
@@ -148,6 +197,15 @@ class LocalDropFolder:
         finally:
             os.close(descriptor)
 
+    @contextlib.contextmanager
+    def _parents(self, name: str, destination: str) -> Iterator[tuple[int, int]]:
+        """Descriptors of the folders of `name` and of `destination` (made if
+        missing), for a move between them that follows no link."""
+        with self._folder(posixpath.dirname(name)) as source, self._folder(
+            posixpath.dirname(destination), create=True
+        ) as target:
+            yield source, target
+
     def open_file(self, name: str) -> ContextManager[BinaryIO]:
         """A streaming binary reader of `name`, a regular file under that name."""
         parent, base = posixpath.split(name)
@@ -171,11 +229,8 @@ class LocalDropFolder:
 
     def move(self, name: str, destination: str) -> None:
         """Move `name` to `destination`; FileExistsError if it exists."""
-        source_dir, source = posixpath.split(name)
-        target_dir, target = posixpath.split(destination)
-        with self._folder(source_dir) as source_fd, self._folder(
-            target_dir, create=True
-        ) as target_fd:
+        source, target = posixpath.basename(name), posixpath.basename(destination)
+        with self._parents(name, destination) as (source_fd, target_fd):
             try:
                 # A hard link fails on an existing name, in one step: never
                 # overwrites. It links a planted link itself, never its target.
@@ -200,11 +255,23 @@ class LocalDropFolder:
                 return
             os.unlink(source, dir_fd=source_fd)
 
+    def take(self, name: str, destination: str) -> None:
+        """Rename `name` to `destination`, one system call: one run gets the file."""
+        source, target = posixpath.basename(name), posixpath.basename(destination)
+        with self._parents(name, destination) as (source_fd, target_fd):
+            os.rename(source, target, src_dir_fd=source_fd, dst_dir_fd=target_fd)
+
     def remove(self, name: str) -> None:
         """Remove `name` (a link itself, never its target)."""
         parent, base = posixpath.split(name)
         with self._folder(parent) as folder:
             os.unlink(base, dir_fd=folder)
+
+    def remove_folder(self, name: str) -> None:
+        """Remove the folder `name` if it is empty."""
+        parent, base = posixpath.split(name)
+        with contextlib.suppress(OSError), self._folder(parent) as folder:
+            os.rmdir(base, dir_fd=folder)
 
 
 def _lexists_in(name: str, folder: int) -> bool:
@@ -297,15 +364,37 @@ class SftpDropFolder:
         where = posixpath.normpath(connection.remote_path(self.folder))
         return f"sftp://{connection.host}:{connection.port}/{where.lstrip('/')}"
 
-    def list_files(self, pattern: str) -> list[DroppedFile]:
-        """Files directly here whose name matches `pattern`, by name."""
+    def list_files(self, pattern: str, under: str = "") -> list[DroppedFile]:
+        """Files directly here (or in `under`) whose name matches `pattern`."""
+        try:
+            entries = self._client().listdir_attr(self._path(under))
+        except FileNotFoundError:
+            if not under:
+                raise
+            entries = []  # a subfolder not made yet (a claim folder) holds nothing
         found = [
             DroppedFile(entry.filename, entry.st_size, _utc(entry.st_mtime))
-            for entry in self._client().listdir_attr(self._path(""))
+            for entry in entries
             if stat.S_ISREG(entry.st_mode or 0)
             and name_matches(entry.filename, pattern)
         ]
         return sorted(found, key=lambda dropped: dropped.name)
+
+    def list_folders(self, under: str) -> list[str]:
+        """The folders directly in `under`."""
+        try:
+            entries = self._client().listdir_attr(self._path(under))
+        except FileNotFoundError:
+            return []
+        return sorted(e.filename for e in entries if stat.S_ISDIR(e.st_mode or 0))
+
+    def file_info(self, name: str) -> DroppedFile | None:
+        """`name` as listed, or None."""
+        try:
+            info = self._client().lstat(self._path(name))
+        except FileNotFoundError:
+            return None
+        return DroppedFile(posixpath.basename(name), info.st_size, _utc(info.st_mtime))
 
     @contextlib.contextmanager
     def open_file(self, name: str) -> Iterator[BinaryIO]:
@@ -335,9 +424,21 @@ class SftpDropFolder:
         # unlinks): unlike posix-rename it never overwrites.
         sftp.rename(self._path(name), target)
 
+    def take(self, name: str, destination: str) -> None:
+        """Rename `name` to `destination`: one rename on the server."""
+        sftp = self._client()
+        target = self._path(destination)
+        make_remote_dirs(sftp, posixpath.dirname(target))
+        sftp.rename(self._path(name), target)
+
     def remove(self, name: str) -> None:
         """Remove `name`."""
         self._client().remove(self._path(name))
+
+    def remove_folder(self, name: str) -> None:
+        """Remove the folder `name` if it is empty."""
+        with contextlib.suppress(OSError):
+            self._client().rmdir(self._path(name))
 
 
 @dataclass(frozen=True)
@@ -418,13 +519,16 @@ def _listed(folder: DropFolder, name: str) -> DroppedFile | None:
     return found[0] if found else None
 
 
-def move_without_overwrite(folder: DropFolder, name: str, destination_dir: str) -> str:
-    """Move `name` into `destination_dir` (relative); if the name is taken there,
-    into `<stem>.2<suffix>`, `.3`, ...: an earlier file is never overwritten. The
-    destination used."""
-    stem, suffix = posixpath.splitext(name)
+def move_without_overwrite(
+    folder: DropFolder, name: str, destination_dir: str, base: str | None = None
+) -> str:
+    """Move `name` into `destination_dir` (relative) as `base` (its own base name
+    unless given); if that is taken there, as `<stem>.2<suffix>`, `.3`, ...: an
+    earlier file is never overwritten. The destination used."""
+    base = base or posixpath.basename(name)
+    stem, suffix = posixpath.splitext(base)
     for attempt in range(1, 1000):
-        candidate = name if attempt == 1 else f"{stem}.{attempt}{suffix}"
+        candidate = base if attempt == 1 else f"{stem}.{attempt}{suffix}"
         destination = posixpath.join(destination_dir, candidate)
         try:
             folder.move(name, destination)

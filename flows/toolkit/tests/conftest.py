@@ -88,6 +88,23 @@ def fresh_database(server, name: str):
     return create_engine(server.url(database=name))
 
 
+@pytest.fixture(params=["local", "sftp"])
+def drop(request, tmp_path):
+    """(a drop folder of each kind, its path on this machine's disk): a local folder,
+    and the same folder over the session's sshd."""
+    # pylint: disable-next=import-outside-toplevel
+    from toolkit import pickup
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    if request.param == "local":
+        yield pickup.LocalDropFolder(folder), folder
+        return
+    sshd = request.getfixturevalue("sshd")
+    with pickup.SftpDropFolder(sftp_connection_to(sshd, str(folder))) as remote:
+        yield remote, folder
+
+
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL on 127.0.0.1 for the whole session."""

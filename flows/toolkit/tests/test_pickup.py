@@ -11,19 +11,6 @@ from toolkit import pickup
 pytestmark = pytest.mark.inbound
 
 
-@pytest.fixture(params=["local", "sftp"])
-def drop(request, tmp_path):
-    """A drop folder of each kind, and its path on this machine's disk."""
-    folder = tmp_path / "drop"
-    folder.mkdir()
-    if request.param == "local":
-        yield pickup.LocalDropFolder(folder), folder
-        return
-    sshd = request.getfixturevalue("sshd")
-    with pickup.SftpDropFolder(sftp_connection_to(sshd, str(folder))) as remote:
-        yield remote, folder
-
-
 def test_lists_matching_files_directly_in_the_folder(drop):
     """Only files matching the glob, directly in the folder, hidden ones left out."""
     folder, path = drop
