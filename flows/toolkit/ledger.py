@@ -14,7 +14,7 @@ creates the table; `flows_inbound_ledger` is its name in every database.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import (
     BigInteger,
@@ -154,3 +154,18 @@ def record(connection: Connection, entry: LedgerEntry) -> bool:
         return False
     connection.execute(LEDGER.insert().values(values))
     return True
+
+
+def loads_from(connection: Connection, source: str, target_table: str, limit: int):
+    """(path, loaded_at) of the latest `limit` loads from `source` into the table,
+    latest first; loaded_at timezone-aware."""
+    query = (
+        select(LEDGER.c.path, LEDGER.c.loaded_at)
+        .where(LEDGER.c.source == source, LEDGER.c.target_table == target_table)
+        .order_by(LEDGER.c.loaded_at.desc(), LEDGER.c.id.desc())
+        .limit(limit)
+    )
+    return [
+        (path, at if at.tzinfo else at.replace(tzinfo=timezone.utc))
+        for path, at in connection.execute(query)
+    ]

@@ -25,7 +25,7 @@ import hashlib
 import io
 import re
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import psycopg2
 from prefect import task
@@ -56,6 +56,11 @@ _END_OF_COPY_LINE = re.compile(rb"\n\\\.\r?(?=\n|$)")
 
 class BadFile(retries.PermanentFailure, ValueError):
     """The file cannot be loaded as it is: its header or one of its values."""
+
+
+class FileChanged(retries.PermanentFailure, RuntimeError):
+    """The file is not what was listed: its size or time changed while it was read.
+    Nothing is committed, and the next run takes it again once it has settled."""
 
 
 @dataclass(frozen=True)
@@ -373,10 +378,14 @@ def load_stream(  # pylint: disable=too-many-arguments
     *,
     flow_run_id: str | None = None,
     progress: Progress | None = None,
+    still_as_listed: Callable[[], None] | None = None,
 ) -> LoadOutcome:
     """Load one CSV stream with its ledger row, in one transaction; its outcome.
 
     Content the ledger holds for this table already is rolled back, not loaded again.
+    The bytes read must be the listing's size, and `still_as_listed()` (which raises
+    FileChanged) is asked once they are read, before the commit: the ledger's size
+    and sha256 are then those of the file as it stays, byte for byte.
     """
     plan.check()
     ledger.create_ledger(engine)
@@ -390,17 +399,20 @@ def load_stream(  # pylint: disable=too-many-arguments
         with engine.begin() as connection:
             rows = _load_rows(connection, plan, header_line, rest, listing.path)
             sha256 = _hash_the_rest(rest, hashing)
+            _check_as_listed(hashing.bytes_read, listing, still_as_listed)
             if hashing.end_of_copy_line:
                 raise generic_load.ContentError(
                     f"{listing.path}: a line holds only \\. , which PostgreSQL "
                     'reads as the end of the data: quote it ("\\."): nothing was '
                     "loaded"
                 )
-            entry = ledger.LedgerEntry(
-                listing.source, listing.path, listing.size, listing.modified,
-                sha256, rows, plan.table, plan.mode, flow_run_id,
-            )  # fmt: skip
-            if not ledger.record(connection, entry):
+            if not ledger.record(
+                connection,
+                ledger.LedgerEntry(
+                    listing.source, listing.path, listing.size, listing.modified,
+                    sha256, rows, plan.table, plan.mode, flow_run_id,
+                ),
+            ):  # fmt: skip
                 raise _LoadedBefore()
     except _LoadedBefore:
         return _skipped(hashing.bytes_read, sha256)
@@ -417,6 +429,17 @@ def load_stream(  # pylint: disable=too-many-arguments
                 return _skipped(hashing.bytes_read, sha256)
         raise bad from error
     return LoadOutcome(rows, hashing.bytes_read, sha256, True)
+
+
+def _check_as_listed(bytes_read: int, listing: Listing, still_as_listed) -> None:
+    """FileChanged unless what was read is the file as listed, and stays so."""
+    if bytes_read != listing.size:
+        raise FileChanged(
+            f"{listing.path}: {bytes_read:,} bytes read where {listing.size:,} were "
+            "listed: it changed after it settled; nothing was loaded"
+        )
+    if still_as_listed is not None:
+        still_as_listed()
 
 
 def _hash_the_rest(rest: io.BufferedReader, hashing: _HashingReader) -> str:

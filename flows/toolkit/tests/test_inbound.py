@@ -35,6 +35,11 @@ NO_WAIT = PickupRules(settle_seconds=0)
 @pytest.fixture
 def target(postgres):
     """A PostgreSQL database with an orders table, as a connection block."""
+    yield from orders_target(postgres)
+
+
+def orders_target(postgres):
+    """(a connection block, an engine) of a fresh database with an orders table."""
     engine = fresh_database(postgres, "inbound_tests")
     with engine.begin() as connection:
         connection.execute(
@@ -163,7 +168,9 @@ def test_remove_after_load_and_leave_on_failure(target, tmp_path):
         return_state=True,
     )
     assert state.is_failed()
-    assert os.listdir(drop) == ["c.csv"]
+    # The bad file is back under its name; the run's claim folder is gone.
+    assert sorted(os.listdir(drop)) == ["c.csv", "claimed"]
+    assert os.listdir(drop / "claimed") == []
 
 
 def test_mistaken_rules_fail_before_any_file_is_read(target, tmp_path):

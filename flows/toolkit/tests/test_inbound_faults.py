@@ -19,6 +19,7 @@ settings say.
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -36,11 +37,18 @@ from prefect import get_client
 from prefect.blocks.system import Secret
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
+from test_notifications import (
+    NOTIFY_WAIT_SECONDS,
+    delete_notifications,
+    serving_receiver,
+    setup_notify,
+)
 from test_run_faults import process_of, read_when_final, tail
 
 import local_prefect
 import services
 from toolkit.database import DatabaseConnection
+from toolkit.pickup import SftpDropFolder
 
 pytestmark = pytest.mark.inbound
 
@@ -207,6 +215,19 @@ def processed(*names: str) -> list[str]:
     return [f"processed/{TODAY}/{name}" for name in names]
 
 
+def next_run_completes(inbound: Inbound, fault) -> None:
+    """The run after the fault: Completed, its time the fault's cost."""
+    started = time.monotonic()
+    rerun = inbound.run()
+    fault.cost(time.monotonic() - started)
+    assert rerun.state.is_completed(), tail(inbound.log)
+
+
+def claimed_by(flow_run, name: str) -> str:
+    """The path of `name` in the claim folder of `flow_run`."""
+    return f"claimed/{flow_run.id}/{name}"
+
+
 def wait_for(condition, what: str, timeout: float = local_prefect.RUN_TIMEOUT_SECONDS):
     """Poll `condition()` every 10 ms until it returns something true; that."""
     deadline = time.monotonic() + timeout
@@ -280,11 +301,11 @@ def test_run_killed_mid_copy_commits_nothing_and_the_next_run_loads(fault, inbou
     killed = asyncio.run(read_when_final(flow_run))
     assert killed.state.is_crashed(), tail(inbound.log)
     check_exactly_once(inbound, {"orders_1.csv": range(1, 101)})
-    assert inbound.files() == ["orders_2.csv", *processed("orders_1.csv")]
-    started = time.monotonic()
-    rerun = inbound.run()
-    fault.cost(time.monotonic() - started)
-    assert rerun.state.is_completed(), tail(inbound.log)
+    assert inbound.files() == [
+        claimed_by(flow_run, "orders_2.csv"),
+        *processed("orders_1.csv"),
+    ]
+    next_run_completes(inbound, fault)
     check_exactly_once(
         inbound,
         {"orders_1.csv": range(1, 101), "orders_2.csv": range(1001, 1001 + LARGE_ROWS)},
@@ -336,11 +357,11 @@ def test_run_killed_after_the_commit_the_next_run_only_moves_the_file(fault, inb
     wait_for(lambda: len(inbound.sql("SELECT 1 FROM flows_inbound_ledger")) == 2,
              "the waiting commit")  # fmt: skip
     check_exactly_once(inbound, good)
-    assert inbound.files() == ["orders_2.csv", *processed("orders_1.csv")]
-    started = time.monotonic()
-    rerun = inbound.run()
-    fault.cost(time.monotonic() - started)
-    assert rerun.state.is_completed(), tail(inbound.log)
+    assert inbound.files() == [
+        claimed_by(flow_run, "orders_2.csv"),
+        *processed("orders_1.csv"),
+    ]
+    next_run_completes(inbound, fault)
     check_exactly_once(inbound, good)
     assert inbound.files() == processed("orders_1.csv", "orders_2.csv")
     assert "already loaded (this file is in the ledger)" in tail(inbound.log)
@@ -438,4 +459,123 @@ def test_same_file_twice_is_archived_and_a_changed_one_loads(fault, inbound):
     )
     assert (inbound.drop / processed("orders_1.2.csv")[0]).read_text() == orders_text(
         1, 100
+    )
+
+
+@pytest.mark.faults
+def test_run_killed_after_claiming_the_next_run_adopts_the_file(fault, inbound):
+    """The flow-run process is killed once it has claimed the large file: the file
+    waits in the dead run's claim folder, where no partner upload reaches it; the
+    next run finds the folder's lock free (the dead run's connection went with
+    it), adopts the file, loads it once and archives it."""
+    fault.expect("recovered")
+    fault.watch(inbound.log)
+    inbound.drop_file("orders_1.csv", 1, LARGE_ROWS)
+    flow_run = inbound.start()
+    pid = process_of(flow_run)
+    claimed = inbound.drop / claimed_by(flow_run, "orders_1.csv")
+    wait_for(claimed.exists, "the claimed file")
+    os.kill(pid, signal.SIGKILL)
+    killed = asyncio.run(read_when_final(flow_run))
+    assert killed.state.is_crashed(), tail(inbound.log)
+    assert inbound.files() == [claimed_by(flow_run, "orders_1.csv")]
+    assert inbound.sql(f"SELECT count(*) FROM {TABLE}") == [(0,)]
+    next_run_completes(inbound, fault)
+    assert (
+        f"orders_1.csv: claimed by run {flow_run.id}, which ended before it was "
+        "done: adopted" in tail(inbound.log)
+    )
+    check_exactly_once(inbound, {"orders_1.csv": range(1, 1 + LARGE_ROWS)})
+    assert inbound.files() == processed("orders_1.csv")
+
+
+@pytest.mark.faults
+def test_two_runs_at_once_load_each_file_once(fault, inbound):
+    """Two runs of the pick-up start together over the same twelve files: each file
+    is claimed by one run only, both runs complete, and every file is loaded once
+    and archived once."""
+    fault.expect("recovered")
+    fault.watch(inbound.log)
+    good = {f"orders_{n}.csv": range(n * 1000, n * 1000 + 500) for n in range(1, 13)}
+    for name, ids in good.items():
+        inbound.drop_file(name, ids.start, len(ids))
+    started = time.monotonic()
+    runs = [inbound.start(settle_seconds=0), inbound.start(settle_seconds=0)]
+    finals = [asyncio.run(read_when_final(run)) for run in runs]
+    fault.cost(time.monotonic() - started)
+    assert [final.state.is_completed() for final in finals] == [True, True], tail(
+        inbound.log
+    )
+    check_exactly_once(inbound, good)
+    assert inbound.files() == processed(*sorted(good))
+    loaded_by = inbound.sql(
+        "SELECT count(DISTINCT flow_run_id) FROM flows_inbound_ledger"
+    )
+    print(f"files loaded by {loaded_by[0][0]} of the 2 runs")
+
+
+@pytest.mark.faults
+def test_a_new_upload_under_the_same_name_mid_load_waits_for_the_next_run(
+    fault, inbound
+):
+    """While the large orders_1.csv loads, the partner uploads a new orders_1.csv
+    (written aside, renamed in): the run archives the file it loaded, never the new
+    one, which waits in the drop folder; the next run loads it."""
+    fault.expect("recovered")
+    fault.watch(inbound.log)
+    inbound.drop_file("orders_1.csv", 1, LARGE_ROWS)
+    flow_run = inbound.start()
+    wait_for(lambda: copy_under_way(inbound), "COPY under way")
+    inbound.drop_file("orders_1.csv", 900_001, 50)
+    first = asyncio.run(read_when_final(flow_run))
+    assert first.state.is_completed(), tail(inbound.log)
+    check_exactly_once(inbound, {"orders_1.csv": range(1, 1 + LARGE_ROWS)})
+    assert inbound.files() == ["orders_1.csv", *processed("orders_1.csv")]
+    assert (inbound.drop / "orders_1.csv").read_text() == orders_text(900_001, 50)
+    next_run_completes(inbound, fault)
+    check_exactly_once(
+        inbound,
+        {
+            "orders_1.csv": range(1, 1 + LARGE_ROWS),
+            "orders_1.csv#2": range(900_001, 900_051),
+        },
+    )
+    assert inbound.files() == processed("orders_1.2.csv", "orders_1.csv")
+
+
+@pytest.fixture
+def notified(prefect_api_url, capsys, monkeypatch):
+    """`setup --notify` with a receiver on 127.0.0.1: failed main runs post to it.
+    The server's policies are this test's alone, before and after."""
+    del prefect_api_url
+    asyncio.run(delete_notifications())
+    for running in serving_receiver():
+        monkeypatch.setenv("FLOWS_NOTIFY_URLS", running.url)
+        code, _, err = setup_notify(capsys)
+        assert code == 0, err
+        yield running
+    asyncio.run(delete_notifications())
+
+
+def test_a_missing_file_fails_the_run_in_one_line_and_the_notification_posts(
+    inbound, notified
+):
+    """The partner's file is expected by 00:00 UTC and none has come: the run fails
+    with one line saying what was expected, by when, and what came last, and the
+    failure notification carries that line."""
+    source = SftpDropFolder(sftp_connection_to(inbound.sshd, str(inbound.drop)))
+    final = inbound.run(expect_by="00:00")
+    assert final.state.is_failed(), tail(inbound.log)
+    line = (
+        f"expected 1 file matching orders_*.csv in {source.describe()} by 00:00 UTC "
+        f"on {TODAY}; 0 came; none has come yet"
+    )
+    assert final.state.message.endswith(f"ExpectedFilesMissing: {line}")
+    posts = notified.wait_for_posts(1, NOTIFY_WAIT_SECONDS)
+    assert posts, f"nothing posted within {NOTIFY_WAIT_SECONDS} s"
+    text = json.loads(posts[0])["text"]
+    print(f"\n--- posted ---\n{text}\n---")
+    assert (
+        f"Error: Flow run encountered an exception. ExpectedFilesMissing: {line}"
+        in (text.splitlines())
     )

@@ -56,9 +56,10 @@ def engine(request, tmp_path):
 
 def load(engine, content: str, plan: LoadPlan, name: str = "payments.csv"):
     """Load `content` as the file `name`."""
-    listing = loading.Listing("/drop", name, len(content), MODIFIED)
+    data = content.encode()
+    listing = loading.Listing("/drop", name, len(data), MODIFIED)
     return loading.load_stream(
-        engine, io.BytesIO(content.encode()), plan, listing, flow_run_id="run-1"
+        engine, io.BytesIO(data), plan, listing, flow_run_id="run-1"
     )
 
 
@@ -212,12 +213,13 @@ def test_text_that_looks_missing_stays_text(engine):
 def test_progress_lines_say_rows_megabytes_and_speed(engine, caplog):
     """While a file loads, progress lines give rows, MB and MB/s so far."""
     rows = "".join(f'{i},"s{i}",{i}.25,d,,\n' for i in range(1, 20_001))
+    data = (HEADER + rows).encode()
     progress = Progress("big.csv", logging.getLogger("flows"), interval_seconds=0)
-    listing = loading.Listing("/drop", "big.csv", 0, MODIFIED)
+    listing = loading.Listing("/drop", "big.csv", len(data), MODIFIED)
     with caplog.at_level("INFO", logger="flows"):
         outcome = loading.load_stream(
             engine,
-            io.BytesIO((HEADER + rows).encode()),
+            io.BytesIO(data),
             LoadPlan("payments"),
             listing,
             progress=progress,

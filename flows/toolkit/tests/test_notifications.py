@@ -70,6 +70,11 @@ class Receiver:  # pylint: disable=too-few-public-methods
 @pytest.fixture
 def receiver():
     """A Receiver serving in a thread for the test."""
+    yield from serving_receiver()
+
+
+def serving_receiver():
+    """A Receiver serving in a thread until the generator closes."""
     running = Receiver()
     thread = threading.Thread(target=running.server.serve_forever, daemon=True)
     thread.start()

@@ -20,6 +20,7 @@ from prefect import flow
 import util
 from fixture_data import fixture_database
 from toolkit import connections
+from toolkit.expected import Expected
 from toolkit.inbound import PickupRules, pick_up_and_load
 from toolkit.loading import LoadPlan, run_sql
 from toolkit.pickup import LocalDropFolder, SftpDropFolder
@@ -55,16 +56,23 @@ def inbound_fixture_flow(
     env: Literal["dev", "main"] = "dev",
     mode: Literal["append", "upsert"] = "append",
     settle_seconds: float = 5.0,
+    expect_by: str | None = None,
 ) -> dict:
     """Load the partner's order files into partner_orders, each once, then archive.
 
     If it failed: the files it names are in failed/ (fix and drop them again); every
-    other file is loaded and archived, and a rerun never loads a file twice.
+    other file is loaded and archived, and a rerun never loads a file twice. With
+    `expect_by` ("06:00", UTC), a run after that time fails when no file came today.
     """
     target = connections.database_for(SYSTEM, env, dev_default=fixture_database)
     run_sql(target, CREATE_TABLE.read_text(encoding="utf-8"))
     plan = LoadPlan(TABLE, mode, ("order_id",) if mode == "upsert" else ())
-    rules = PickupRules("orders_*.csv", settle_seconds, on_failure="move")
+    rules = PickupRules(
+        "orders_*.csv",
+        settle_seconds,
+        on_failure="move",
+        expect=Expected(files=1, by=expect_by) if expect_by else None,
+    )
     reports = pick_up_and_load(
         drop_folder_for(env),
         target,
