@@ -34,7 +34,7 @@ from prefect.blocks.system import Secret
 from test_faults import QUICK_RETRIES, SLOW_RETRIES, run_in_a_flow
 
 import services
-from toolkit import connections, delivery, retries
+from toolkit import connections, delivery, object_storage, retries
 from toolkit.database import DatabaseConnection
 from toolkit.mail import frame_as_csv
 from toolkit.object_storage import S3Connection, S3DropFolder, S3Sink
@@ -491,6 +491,60 @@ def test_the_drop_folder_lists_streams_and_moves_objects(connection):
     assert [f.name for f in folder.list_files("*")] == ["readme.txt"]
     with pytest.raises(FileNotFoundError):
         folder.open_file("orders_2.csv")
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_a_young_upload_of_the_key_is_left_and_a_stale_one_aborted(
+    connection, monkeypatch
+):
+    """An unfinished upload of the same key younger than STALE_UPLOAD_HOURS may be
+    another run's, still under way: a delivery completes and leaves it. One older
+    is a killed run's, and the next delivery aborts it. (moto reports every upload
+    as begun on 2010-11-10: a limit of a century makes it young.)"""
+    client = connection.client()
+    target = {"Bucket": connection.bucket, "Key": connection.key("small.csv")}
+    other = client.create_multipart_upload(**target)["UploadId"]
+    monkeypatch.setattr(object_storage, "STALE_UPLOAD_HOURS", 100 * 365 * 24)
+    flow_state, _, _ = run_in_a_flow(
+        delivery.deliver_frame, S3Sink(connection), SMALL, "small.csv"
+    )
+    assert flow_state.is_completed()
+    assert keys_and_uploads(connection) == ([target["Key"]], [target["Key"]])
+    monkeypatch.setattr(object_storage, "STALE_UPLOAD_HOURS", 24)
+    flow_state, _, _ = run_in_a_flow(
+        delivery.deliver_frame, S3Sink(connection), SMALL, "small.csv"
+    )
+    assert flow_state.is_completed()
+    assert keys_and_uploads(connection) == ([target["Key"]], [])
+    with pytest.raises(ClientError):
+        client.abort_multipart_upload(**target, UploadId=other)
+
+
+def test_an_object_over_one_copys_limit_moves_in_parts(connection, monkeypatch):
+    """Above SINGLE_COPY_MAX_BYTES (5 GB on S3, 5 MiB here) a move copies part by
+    part, each part asking for the version first seen: the object arrives whole
+    (its ETag tells of 3 parts), the source is gone, and folders list as such."""
+    monkeypatch.setattr(object_storage, "SINGLE_COPY_MAX_BYTES", 5 * 2**20)
+    monkeypatch.setattr(object_storage, "COPY_PART_BYTES", 5 * 2**20)
+    client = connection.client()
+    body = os.urandom(12 * 2**20)
+    client.put_object(
+        Bucket=connection.bucket, Key=connection.key("big.csv"), Body=body
+    )
+    folder = S3DropFolder(connection)
+    folder.take("big.csv", "claimed/run-a/big.csv")
+    assert folder.list_folders("claimed") == ["run-a"]
+    assert folder.file_info("claimed/run-a/big.csv").size == len(body)
+    folder.move("claimed/run-a/big.csv", "processed/big.csv")
+    assert object_bytes(connection, "processed/big.csv") == body
+    head = client.head_object(
+        Bucket=connection.bucket, Key=connection.key("processed/big.csv")
+    )
+    assert head["ETag"].strip('"').endswith("-3")
+    assert folder.file_info("big.csv") is None
+    assert folder.list_files("*", "claimed/run-a") == []
+    with pytest.raises(FileNotFoundError):
+        folder.take("big.csv", "claimed/run-b/big.csv")
 
 
 @pytest.mark.usefixtures("prefect_api_url")
