@@ -383,9 +383,9 @@ def load_stream(  # pylint: disable=too-many-arguments
     """Load one CSV stream with its ledger row, in one transaction; its outcome.
 
     Content the ledger holds for this table already is rolled back, not loaded again.
-    The bytes read must be the listing's size, and `still_as_listed()` (which raises
-    FileChanged) is asked once they are read, before the commit: the ledger's size
-    and sha256 are then those of the file as it stays, byte for byte.
+    With `still_as_listed` (which raises FileChanged), the bytes read must be the
+    listing's size, and it is asked once they are read, before the commit: the
+    ledger's size and sha256 are then those of the file as it stays, byte for byte.
     """
     plan.check()
     ledger.create_ledger(engine)
@@ -432,14 +432,16 @@ def load_stream(  # pylint: disable=too-many-arguments
 
 
 def _check_as_listed(bytes_read: int, listing: Listing, still_as_listed) -> None:
-    """FileChanged unless what was read is the file as listed, and stays so."""
+    """With `still_as_listed` (a drop folder's file): FileChanged unless what was
+    read is the file as listed, and stays so. A caller's own stream is its own."""
+    if still_as_listed is None:
+        return
     if bytes_read != listing.size:
         raise FileChanged(
             f"{listing.path}: {bytes_read:,} bytes read where {listing.size:,} were "
             "listed: it changed after it settled; nothing was loaded"
         )
-    if still_as_listed is not None:
-        still_as_listed()
+    still_as_listed()
 
 
 def _hash_the_rest(rest: io.BufferedReader, hashing: _HashingReader) -> str:
