@@ -17,16 +17,18 @@ block not found by its name is looked up by the `-prod` name those releases gave
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from toolkit import delivery
 from toolkit.database import DatabaseConnection
-from toolkit.mail import SmtpConnection
-from toolkit.object_storage import S3Connection, S3DropFolder, S3Sink
 from toolkit.pickup import LocalDropFolder
 from toolkit.rest import ApiConnection
 from toolkit.settings import Settings
 from toolkit.sftp import SftpConnection
+
+if TYPE_CHECKING:  # imported where a flow asks for S3 or mail: botocore, smtplib
+    from toolkit.mail import SmtpConnection
+    from toolkit.object_storage import S3DropFolder
 
 ENVIRONMENTS = ("dev", "main")
 # The names earlier releases used, and what they mean now.
@@ -118,6 +120,9 @@ def sink_for(system: str, env: str, folder: str | None = None) -> delivery.Sink:
 def s3_sink_for(system: str, env: str, folder: str | None = None) -> delivery.Sink:
     """Where the files of `system` go in `env`: its S3 prefix, or (dev without a
     block) the local folder sink_for uses."""
+    # pylint: disable-next=import-outside-toplevel  # S3's client only for S3
+    from toolkit.object_storage import S3Connection, S3Sink
+
     env = environment(env)
     block = _load_block(S3Connection, f"{system}-s3", env)
     if block is not None:
@@ -130,6 +135,9 @@ def s3_drop_folder_for(
 ) -> S3DropFolder | LocalDropFolder:
     """The S3 prefix (and `folder` below it) where `system`'s partner drops files in
     `env`; in dev without a block, that folder below the local dev folder."""
+    # pylint: disable-next=import-outside-toplevel  # S3's client only for S3
+    from toolkit.object_storage import S3Connection, S3DropFolder
+
     env = environment(env)
     block = _load_block(S3Connection, f"{system}-s3", env)
     if block is not None:
@@ -141,6 +149,9 @@ def s3_drop_folder_for(
 
 def mail_server_for(system: str, env: str) -> SmtpConnection:
     """The SMTP server `system`'s mail goes through in `env` (no dev stand-in)."""
+    # pylint: disable-next=import-outside-toplevel  # smtplib only for mail
+    from toolkit.mail import SmtpConnection
+
     return _load_block(SmtpConnection, f"{system}-smtp", environment(env), False)
 
 

@@ -22,7 +22,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol
 
 import pandas as pd
 from prefect import task
@@ -34,7 +34,6 @@ from toolkit import database
 from toolkit import rest
 from toolkit import retries
 from toolkit import sftp
-from toolkit.object_storage import S3Sink
 from toolkit.logs import run_logger
 from toolkit.streams import MEGABYTE, PROGRESS_SECONDS, CountingWriter, Progress
 
@@ -135,7 +134,17 @@ class SftpSink:
                 yield stream
 
 
-Sink = LocalFolderSink | SftpSink | S3Sink
+class Sink(Protocol):
+    """Where delivered files go: LocalFolderSink, SftpSink, object_storage.S3Sink.
+    A protocol, so that delivering to a folder or SFTP never imports S3's client."""
+
+    def describe(self, file_name: str) -> str:
+        """Where `file_name` ends up; never a secret."""
+
+    def open(
+        self, file_name: str, progress: Progress | None = None
+    ) -> ContextManager[CountingWriter]:
+        """A binary stream that becomes `file_name` only if the block succeeds."""
 
 
 def _in_a_run() -> bool:

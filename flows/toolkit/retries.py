@@ -25,13 +25,12 @@ run anyway and costs a retry only the backoff's minutes, and locks no account.
 from __future__ import annotations
 
 import errno
-import smtplib
 import ssl
+import sys
 from typing import Iterator
 
 import httpx
 import paramiko
-from botocore import exceptions as botocore_errors
 from prefect.tasks import exponential_backoff
 
 # SQLSTATEs a retry can outlive: connection exceptions (class 08), admin shutdown,
@@ -176,8 +175,19 @@ def _network_verdict(error: BaseException) -> bool | None:
     return None
 
 
+def loaded(module_name: str):
+    """The module if a run has imported it, else None. An error of a library never
+    imported cannot have been raised, so the rules of S3 and mail read their
+    libraries' error classes from here, and importing this module (every runtime
+    module does) imports neither botocore nor smtplib."""
+    return sys.modules.get(module_name)
+
+
 def _s3_verdict(error: BaseException) -> bool | None:
     """botocore's errors: an S3 answer by its code and status, else its network."""
+    botocore_errors = loaded("botocore.exceptions")
+    if botocore_errors is None:
+        return None
     if isinstance(error, botocore_errors.ClientError):
         answer = error.response.get("Error", {})
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -199,15 +209,19 @@ def _s3_verdict(error: BaseException) -> bool | None:
 
 def _smtp_verdict(error: BaseException) -> bool | None:
     """smtplib's errors (OSErrors all): a reply by its code, a broken link retried."""
-    if isinstance(error, smtplib.SMTPRecipientsRefused):
-        codes = [code for code, _ in error.recipients.values()]
-        return bool(codes) and all(400 <= code < 500 for code in codes)
-    if isinstance(error, smtplib.SMTPResponseException):
-        return 400 <= error.smtp_code < 500
-    if isinstance(error, smtplib.SMTPServerDisconnected):
-        return True
-    if isinstance(error, (smtplib.SMTPException, ssl.SSLCertVerificationError)):
-        return False  # STARTTLS or AUTH not offered, a certificate not trusted
+    smtplib = loaded("smtplib")
+    if smtplib is not None:
+        if isinstance(error, smtplib.SMTPRecipientsRefused):
+            codes = [code for code, _ in error.recipients.values()]
+            return bool(codes) and all(400 <= code < 500 for code in codes)
+        if isinstance(error, smtplib.SMTPResponseException):
+            return 400 <= error.smtp_code < 500
+        if isinstance(error, smtplib.SMTPServerDisconnected):
+            return True
+        if isinstance(error, smtplib.SMTPException):
+            return False  # STARTTLS or AUTH not offered
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return False  # a certificate not trusted
     return None
 
 
