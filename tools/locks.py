@@ -256,7 +256,12 @@ def _compile(uv: str, lock: Lock, options: argparse.Namespace, scratch: Path) ->
         lines = [line for line in completed.stderr.splitlines() if line.strip()]
         detail = " ".join(line.strip() for line in lines[-6:])
         raise LockError(f"{lock.path} could not be made: {detail}")
-    return output.read_text(encoding="utf-8")
+    text = output.read_text(encoding="utf-8")
+    if lock.keeps:
+        # uv names the constraints file in its "via" lines: a temporary folder's
+        # name would change every line of it at each `make lock`.
+        text = text.replace(str(constraints), f"{lock.keeps} (its pins)")
+    return text
 
 
 def _header(lock: Lock) -> str:
