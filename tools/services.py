@@ -362,3 +362,112 @@ def running_image_registry() -> Iterator[ImageRegistry]:
             command, log, url, "registry"
         ) as process:
             yield ImageRegistry(host=f"127.0.0.1:{port}", process=process)
+
+
+MARIADBD = Path("/usr/sbin/mariadbd")
+MARIADB_INSTALL_DB = Path("/usr/bin/mariadb-install-db")
+
+
+@dataclass
+class MariaDB:
+    """A running MariaDB: its port, its user and password, and its process."""
+
+    port: int
+    user: str
+    password: str
+    folder: Path
+    run_as: str | None
+    process: subprocess.Popen | None = None
+
+    def url(self, database: str = "flows", password: bool = True) -> str:
+        """A SQLAlchemy URL (PyMySQL), with or without the password."""
+        secret = f":{self.password}" if password else ""
+        return (
+            f"mysql+pymysql://{self.user}{secret}@127.0.0.1:{self.port}/{database}"
+            "?charset=utf8mb4"
+        )
+
+    def _command(self) -> list[str]:
+        data = self.folder / "data"
+        command = [
+            str(MARIADBD), "--no-defaults", f"--datadir={data}",
+            f"--socket={self.folder / 'socket'}", f"--port={self.port}",
+            "--bind-address=127.0.0.1", f"--pid-file={self.folder / 'pid'}",
+            f"--log-error={self.folder / 'log'}", "--skip-log-bin",
+            "--innodb-buffer-pool-size=128M", "--local-infile=1",
+            "--character-set-server=utf8mb4", "--collation-server=utf8mb4_bin",
+        ]  # fmt: skip
+        if self.run_as:
+            command.append(f"--user={self.run_as}")
+        return command
+
+    def start(self) -> None:
+        """Start the server; returns once it accepts the user's logins."""
+        # pylint: disable-next=consider-using-with  # stopped by stop()
+        self.process = subprocess.Popen(
+            self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = (self.folder / "log").read_text(errors="replace")[-800:]
+                raise ServiceUnavailable(f"mariadbd exited: {log}")
+            with contextlib.suppress(OSError):
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            time.sleep(0.1)
+        raise ServiceUnavailable(f"mariadbd did not answer in {START_TIMEOUT_SECONDS} s")
+
+    def stop(self, kill: bool = False) -> None:
+        """Shut the server down (SIGTERM: it closes every session), or kill it."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=START_TIMEOUT_SECONDS)
+        self.process = None
+
+    def restart(self) -> None:
+        """Shut down and start again on the same port, as an administrator would."""
+        self.stop()
+        self.start()
+
+    def admin(self, statement: str) -> None:
+        """Run `statement` as the server's root, through its socket."""
+        _run(
+            ["mariadb", "--no-defaults", f"--socket={self.folder / 'socket'}",
+             "-uroot", "-e", statement],
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def running_mariadb() -> Iterator[MariaDB]:
+    """mariadb-install-db into a temporary folder, start on 127.0.0.1 with a user
+    `flows` and a database `flows`, stop and remove at the end. As root the server
+    runs as the `mysql` user the package made."""
+    if not MARIADBD.exists():
+        raise ServiceUnavailable(f"MariaDB is not installed ({MARIADBD})")
+    run_as = "mysql" if os.geteuid() == 0 else None
+    folder = Path(tempfile.mkdtemp(prefix="flows-mariadb-"))
+    server = MariaDB(free_port(), "flows", "flows-test-password", folder, run_as)
+    try:
+        if run_as:
+            entry = pwd.getpwnam(run_as)
+            os.chown(folder, entry.pw_uid, entry.pw_gid)
+        install = [str(MARIADB_INSTALL_DB), "--no-defaults", f"--datadir={folder / 'data'}"]
+        install += ["--auth-root-authentication-method=normal", "--skip-test-db"]
+        if run_as:
+            install.append(f"--user={run_as}")
+        _run(install)
+        server.start()
+        try:
+            server.admin(
+                f"CREATE USER '{server.user}'@'127.0.0.1' IDENTIFIED BY "
+                f"'{server.password}'; GRANT ALL ON *.* TO '{server.user}'@'127.0.0.1';"
+                " CREATE DATABASE flows CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;"
+            )
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

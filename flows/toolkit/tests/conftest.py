@@ -106,6 +106,24 @@ def drop(request, tmp_path):
 
 
 @pytest.fixture(scope="session")
+def mariadb():
+    """A real MariaDB on 127.0.0.1 for the whole session."""
+    yield from serve(services.running_mariadb)
+
+
+def fresh_mariadb_database(server, name: str):
+    """An empty database `name` on the MariaDB `server`, and an engine of it."""
+    # pylint: disable-next=import-outside-toplevel
+    from sqlalchemy import create_engine
+
+    server.admin(
+        f"DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name} "
+        "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+    )
+    return create_engine(server.url(database=name), pool_pre_ping=True)
+
+
+@pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL on 127.0.0.1 for the whole session."""
     yield from serve(services.running_postgres)
