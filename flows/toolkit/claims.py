@@ -6,8 +6,8 @@ leaves it. A partner's new upload under the same name lands beside the claim, no
 in it: what is archived is what was loaded.
 
 A claim folder belongs to a live run while that run holds a lock named after it:
-a PostgreSQL advisory lock, held on a connection of its own to the target
-database from the run's start to its end. A killed run (SIGKILL, a lost
+a PostgreSQL advisory lock (MariaDB's and MySQL's GET_LOCK), held on a connection
+of its own to the target database from the run's start to its end. A killed run (SIGKILL, a lost
 container) loses its connection and with it the lock, so the next run that finds
 the folder takes the lock and adopts the files: it renames them into its own
 claim folder, then loads them (or only archives those the ledger holds). A
@@ -18,6 +18,7 @@ at a time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 from contextlib import AbstractContextManager
@@ -26,6 +27,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 CLAIM_FOLDER = "claimed"
+# A session lock, taken at once or not at all, that the server drops with the
+# session: PostgreSQL's advisory lock, MariaDB's and MySQL's named lock.
+LOCK_STATEMENTS = {
+    "postgresql": "SELECT pg_try_advisory_lock(:key)",
+    "mysql": "SELECT GET_LOCK(CONCAT('flows-claim-', :key), 0)",
+}
 
 
 def claim_folder(claim_id: str) -> str:
@@ -51,7 +58,7 @@ class ClaimLocks(AbstractContextManager):
         self._connection: Connection | None = None
 
     def __enter__(self) -> "ClaimLocks":
-        if self._engine.dialect.name == "postgresql":
+        if self._engine.dialect.name in LOCK_STATEMENTS:
             # Autocommit: a session lock needs no transaction, and an idle open
             # one would hold back vacuum for as long as the run lasts.
             self._connection = self._engine.connect().execution_options(
@@ -63,12 +70,18 @@ class ClaimLocks(AbstractContextManager):
 
     def __exit__(self, *exc_info) -> None:
         if self._connection is not None:
-            self._connection.close()  # the server drops the session's locks
+            # Closed for real, not returned to the engine's pool, where the session
+            # and its locks would live on; the server then drops the locks. A
+            # server that restarted meanwhile has dropped them already.
+            with contextlib.suppress(Exception):
+                self._connection.invalidate()
+            with contextlib.suppress(Exception):
+                self._connection.close()
             self._connection = None
 
     def _try_lock(self, claim_id: str) -> bool:
         key = lock_key(self.source, claim_id)
-        statement = text("SELECT pg_try_advisory_lock(:key)")
+        statement = text(LOCK_STATEMENTS[self._engine.dialect.name])
         return bool(self._connection.execute(statement, {"key": key}).scalar())
 
     def abandoned(self, claim_id: str) -> bool:

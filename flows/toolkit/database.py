@@ -7,10 +7,11 @@ Values are never formatted into the SQL: a hostile value stays a value.
 from __future__ import annotations
 
 import contextlib
-import csv
+import datetime
 import io
 import os
 import threading
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Optional
 
@@ -284,20 +285,44 @@ def _postgres_frames(engine, query, parameters, chunk_rows) -> Iterator[pd.DataF
             raise failures[0]
 
 
+def csv_field(value: Any) -> str:  # pylint: disable=too-many-return-statements
+    """One value as the outbound files write it: NULL an empty field, an empty
+    string `""`, numbers exact, times to the microsecond (UTC with Z when zoned),
+    text quoted where CSV needs it."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        if value and not any(c in value for c in ',"\n\r') and value.strip() == value:
+            return value
+        return '"' + value.replace('"', '""') + '"'
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is not None:
+            moment = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+            return moment.isoformat(sep=" ", timespec="microseconds") + "Z"
+        return value.isoformat(sep=" ", timespec="microseconds")
+    if isinstance(value, bytes):
+        return csv_field(value.hex())
+    return str(value)
+
+
 def _stream_rows(connection, query, parameters, destination, progress) -> int:
     wrapper = io.TextIOWrapper(
-        destination, encoding="utf-8", newline="", write_through=True
+        destination, encoding="utf-8", newline="", write_through=False
     )
-    writer = csv.writer(wrapper, lineterminator="\n")  # as COPY and pandas write
     result = connection.execution_options(stream_results=True).execute(
         statement_of(query), parameters or {}
     )
-    writer.writerow(result.keys())
+    wrapper.write(",".join(csv_field(name) for name in result.keys()) + "\n")
     rows = 0
     if progress is not None:
         progress.start_counting_rows()
     for partition in result.partitions(DEFAULT_CHUNK_ROWS):
-        writer.writerows(partition)
+        # Not the csv module: it writes an empty string as it writes NULL.
+        wrapper.write(
+            "".join(",".join(map(csv_field, row)) + "\n" for row in partition)
+        )
         rows += len(partition)
         if progress is not None:
             progress.add_rows(len(partition))

@@ -113,7 +113,7 @@ def _create_staging_table(connection: Connection, columns: list[dict]) -> None:
         *(Column(column["name"], column["type"]) for column in columns),
         prefixes=["TEMPORARY"],
     )
-    staged.drop(connection, checkfirst=True)
+    drop_staging(connection)
     staged.create(connection)
 
 
@@ -210,6 +210,23 @@ def upsert_statements(connection: Connection, target: str, names: list[str], pla
         # WHERE true: SQLite's parser needs it before ON CONFLICT after a SELECT.
         return [f"{insert} WHERE true ON CONFLICT ({', '.join(key)}) {action}"]
     same_key = " AND ".join(f"{STAGED}.{k} = {target}.{k}" for k in key)
+    if connection.dialect.name == "mysql":  # MariaDB and MySQL
+        others = [name for name in names if name not in key]
+        same = " AND ".join(f"{target}.{n} <=> {STAGED}.{n}" for n in others)
+        update = (
+            [
+                f"UPDATE {target} JOIN {STAGED} ON {same_key} SET "
+                + ", ".join(f"{target}.{n} = {STAGED}.{n}" for n in others)
+                + f" WHERE NOT ({same})"
+            ]
+            if others
+            else []
+        )
+        # Only rows whose values differ are updated (<=>: equal, NULLs too), and
+        # only new keys inserted: no row is deleted and inserted again.
+        return update + [
+            f"{insert} WHERE NOT EXISTS (SELECT 1 FROM {target} WHERE {same_key})"
+        ]
     return [
         f"DELETE FROM {target} WHERE EXISTS (SELECT 1 FROM {STAGED} WHERE {same_key})",
         insert,
@@ -218,4 +235,7 @@ def upsert_statements(connection: Connection, target: str, names: list[str], pla
 
 def drop_staging(connection: Connection) -> None:
     """Drop the staging table of a generic load, in its transaction."""
-    connection.execute(text(f"DROP TABLE IF EXISTS {STAGED}"))
+    # MariaDB and MySQL commit the transaction at a DROP TABLE, even of a temporary
+    # table: DROP TEMPORARY TABLE does not.
+    temporary = "TEMPORARY " if connection.dialect.name == "mysql" else ""
+    connection.execute(text(f"DROP {temporary}TABLE IF EXISTS {STAGED}"))

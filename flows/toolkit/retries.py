@@ -39,6 +39,24 @@ from prefect.tasks import exponential_backoff
 TRANSIENT_SQLSTATE_CLASSES = ("08",)
 TRANSIENT_SQLSTATES = ("57P01", "57P02", "57P03", "40001", "40P01", "53300")
 
+# MariaDB's and MySQL's codes a retry can outlive: too many connections (1040), a
+# shutdown under way (1053), a lock wait timeout or deadlock (1205, 1213), a session
+# killed (1927), and the client's: cannot connect (2002, 2003), server gone or the
+# connection lost (2006, 2013, 2055), disconnected for inactivity (4031).
+MYSQL_TRANSIENT_CODES = (
+    1040,
+    1053,
+    1205,
+    1213,
+    1927,
+    2002,
+    2003,
+    2006,
+    2013,
+    2055,
+    4031,
+)
+
 # libpq's words when it raises without a SQLSTATE. Refusals are read first: the
 # message of a refused login also begins "connection to server at ... failed".
 REFUSED_PHRASES = (
@@ -128,8 +146,20 @@ def _connection_lost(error: BaseException) -> bool:
     return bool(getattr(connection, "closed", 0))
 
 
+def _mysql_verdict(error: BaseException) -> bool | None:
+    """PyMySQL's errors (MariaDB, MySQL): by the server's or the client's code."""
+    pymysql_errors = loaded("pymysql.err")
+    if pymysql_errors is None or not isinstance(error, pymysql_errors.MySQLError):
+        return None
+    code = error.args[0] if error.args and isinstance(error.args[0], int) else 0
+    return code in MYSQL_TRANSIENT_CODES
+
+
 def _driver_verdict(error: BaseException) -> bool | None:
     """A database driver's error: by SQLSTATE, else by connection state and message."""
+    mysql = _mysql_verdict(error)
+    if mysql is not None:
+        return mysql
     sqlstate = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
     if isinstance(sqlstate, str) and sqlstate:
         return _sqlstate_verdict(sqlstate)

@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
-from conftest import fresh_database
+from conftest import fresh_database, fresh_mariadb_database
 from fault_proxy import FaultProxy
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 from test_faults import QUICK_RETRIES, run_in_a_flow
 
@@ -41,11 +41,18 @@ TUESDAY = HEADER + (
 MODIFIED = datetime(2024, 8, 2, 6, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(
+    params=["postgresql", "sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)]
+)
 def engine(request, tmp_path):
-    """An empty payments table in PostgreSQL (COPY) or SQLite (the slower path)."""
+    """An empty payments table in PostgreSQL (COPY), or SQLite or MariaDB (batched
+    INSERTs, the generic path)."""
     if request.param == "postgresql":
         made = fresh_database(request.getfixturevalue("postgres"), "loading_tests")
+    elif request.param == "mariadb":
+        made = fresh_mariadb_database(
+            request.getfixturevalue("mariadb"), "loading_tests"
+        )
     else:
         made = create_engine(f"sqlite:///{tmp_path / 'target.sqlite'}")
     with made.begin() as connection:
@@ -112,8 +119,9 @@ def test_the_same_content_loads_once(engine):
     changed = MONDAY.replace("\n1,", "\n7,").replace("\n2,", "\n8,")
     assert load(engine, changed, LoadPlan("payments")).loaded
     with engine.connect() as connection:
+        found = ledger.LEDGER.c  # `rows` is a reserved word in MariaDB: quoted
         entries = connection.execute(
-            text("SELECT path, rows, mode, flow_run_id FROM flows_inbound_ledger")
+            select(found.path, found.rows, found.mode, found.flow_run_id)
         ).all()
     assert sorted(entries) == [("payments.csv", 2, "append", "run-1")] * 2
     assert [row[0] for row in rows_of(engine)] == [1, 2, 7, 8]
@@ -313,6 +321,9 @@ CREATE_ENROLMENTS = {
     "enrolled_on date DEFAULT CURRENT_DATE)",
     "sqlite": "CREATE TABLE enrolments (id INTEGER PRIMARY KEY, student text NOT NULL "
     "UNIQUE, course text NOT NULL, enrolled_on date DEFAULT CURRENT_DATE)",
+    "mysql": "CREATE TABLE enrolments (id integer AUTO_INCREMENT PRIMARY KEY, student "
+    "varchar(100) NOT NULL UNIQUE, course text NOT NULL, enrolled_on date DEFAULT "
+    "(CURRENT_DATE))",
 }
 
 
@@ -427,6 +438,11 @@ UPDATE_AUDIT = {
         "CREATE TABLE updates (id int)",
         "CREATE TRIGGER audited AFTER UPDATE ON payments "
         "BEGIN INSERT INTO updates VALUES (NEW.id); END",
+    ],
+    "mysql": [
+        "CREATE TABLE updates (id int)",
+        "CREATE TRIGGER audited AFTER UPDATE ON payments FOR EACH ROW "
+        "INSERT INTO updates VALUES (NEW.id)",
     ],
 }
 
