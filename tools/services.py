@@ -142,13 +142,20 @@ def running_postgres() -> Iterator[Postgres]:
             + ["--auth=scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8"],
             user=run_as,
         )
-        server.start()
-        try:
+        with _running(server):
             yield server
-        finally:
-            server.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _running(server):
+    """`server` started, and stopped at the end."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass(frozen=True)
@@ -364,6 +371,21 @@ def running_image_registry() -> Iterator[ImageRegistry]:
             yield ImageRegistry(host=f"127.0.0.1:{port}", process=process)
 
 
+def _wait_for_port(process: subprocess.Popen, port: int, name: str, log: Path) -> None:
+    """Return once `port` on 127.0.0.1 accepts a connection; ServiceUnavailable with
+    the end of `log` if the process exits first, or after START_TIMEOUT_SECONDS."""
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
+            raise ServiceUnavailable(f"{name} exited: {tail}")
+        with contextlib.suppress(OSError):
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        time.sleep(0.1)
+    raise ServiceUnavailable(f"{name} did not answer in {START_TIMEOUT_SECONDS} s")
+
+
 MARIADBD = Path("/usr/sbin/mariadbd")
 MARIADB_INSTALL_DB = Path("/usr/bin/mariadb-install-db")
 
@@ -407,16 +429,7 @@ class MariaDB:
         self.process = subprocess.Popen(
             self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                log = (self.folder / "log").read_text(errors="replace")[-800:]
-                raise ServiceUnavailable(f"mariadbd exited: {log}")
-            with contextlib.suppress(OSError):
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            time.sleep(0.1)
-        raise ServiceUnavailable(f"mariadbd did not answer in {START_TIMEOUT_SECONDS} s")
+        _wait_for_port(self.process, self.port, "mariadbd", self.folder / "log")
 
     def stop(self, kill: bool = False) -> None:
         """Shut the server down (SIGTERM: it closes every session), or kill it."""
@@ -454,7 +467,11 @@ def running_mariadb() -> Iterator[MariaDB]:
         if run_as:
             entry = pwd.getpwnam(run_as)
             os.chown(folder, entry.pw_uid, entry.pw_gid)
-        install = [str(MARIADB_INSTALL_DB), "--no-defaults", f"--datadir={folder / 'data'}"]
+        install = [
+            str(MARIADB_INSTALL_DB),
+            "--no-defaults",
+            f"--datadir={folder / 'data'}",
+        ]
         install += ["--auth-root-authentication-method=normal", "--skip-test-db"]
         if run_as:
             install.append(f"--user={run_as}")
@@ -469,5 +486,109 @@ def running_mariadb() -> Iterator[MariaDB]:
             yield server
         finally:
             server.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+SMBD = Path("/usr/sbin/smbd")
+
+
+@dataclass
+class Smbd:
+    """A running smbd: its port, the share `drop` and its folder, its user."""
+
+    port: int
+    user: str
+    password: str
+    share_dir: Path
+    folder: Path
+    process: subprocess.Popen | None = None
+    share: str = "drop"
+
+    def config(self) -> Path:
+        """The server's smb.conf."""
+        return self.folder / "smb.conf"
+
+    def start(self) -> None:
+        """Start smbd in the foreground; returns once its port answers."""
+        # pylint: disable-next=consider-using-with  # stopped by stop()
+        self.process = subprocess.Popen(
+            [str(SMBD), "--foreground", "--no-process-group", "--debug-stdout",
+             f"--configfile={self.config()}"],
+            stdout=open(self.folder / "log", "ab"),  # pylint: disable=consider-using-with
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        _wait_for_port(self.process, self.port, "smbd", self.folder / "log")
+
+    def stop(self) -> None:
+        """Kill the server and every session it serves, as a crash would."""
+        if self.process is not None:
+            _kill_tree(self.process.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+            self.process = None
+
+
+def _smb_config(server: Smbd, read_only: bool) -> str:
+    state = server.folder
+    return "\n".join(
+        [
+            "[global]",
+            f"smb ports = {server.port}",
+            "interfaces = 127.0.0.1",
+            "bind interfaces only = yes",
+            f"private dir = {state / 'private'}",
+            f"lock directory = {state / 'lock'}",
+            f"state directory = {state / 'state'}",
+            f"cache directory = {state / 'cache'}",
+            f"pid directory = {state / 'pid'}",
+            f"ncalrpc dir = {state / 'ncalrpc'}",
+            f"passdb backend = tdbsam:{state / 'private' / 'passdb.tdb'}",
+            "server role = standalone server",
+            "map to guest = never",
+            "server min protocol = SMB2_10",
+            "server signing = mandatory",
+            "disable spoolss = yes",
+            "load printers = no",
+            "log level = 1",
+            f"[{server.share}]",
+            f"path = {server.share_dir}",
+            f"read only = {'yes' if read_only else 'no'}",
+            f"valid users = {server.user}",
+            "",
+        ]
+    )
+
+
+@contextlib.contextmanager
+def running_smbd(read_only: bool = False) -> Iterator[Smbd]:
+    """smbd on 127.0.0.1 and a free port, a share `drop` of a temporary folder, a
+    user with a password (NTLM, signing required); stopped and removed at the end.
+    Its user is the Unix account running the tests (root here): Samba maps each of
+    its users to one."""
+    if not SMBD.exists():
+        raise ServiceUnavailable(f"Samba is not installed ({SMBD})")
+    folder = Path(tempfile.mkdtemp(prefix="flows-smbd-"))
+    share_dir = folder / "share"
+    for name in ("share", "private", "lock", "state", "cache", "pid", "ncalrpc"):
+        (folder / name).mkdir()
+    server = Smbd(
+        free_port(), getpass.getuser(), "flows-smb-password", share_dir, folder
+    )
+    try:
+        server.config().write_text(_smb_config(server, read_only), encoding="utf-8")
+        _run(
+            [
+                "pdbedit",
+                f"--configfile={server.config()}",
+                "-a",
+                "-t",
+                "-u",
+                server.user,
+            ],
+            input=f"{server.password}\n{server.password}\n",
+        )
+        with _running(server):
+            yield server
     finally:
         shutil.rmtree(folder, ignore_errors=True)
