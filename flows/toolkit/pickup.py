@@ -321,17 +321,16 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-class SftpDropFolder:
-    """A folder on an SFTP server. One session serves the calls of a run: opened at
-    the first call, opened again if it broke, closed by close() or `with`."""
+class SessionFolder:
+    """A remote drop folder whose calls in a run share one session: opened at the
+    first call (`_open_session`), opened again if it broke, closed by close() or
+    `with`."""
 
-    def __init__(self, connection: SftpConnection, folder: str = "."):
-        self.connection = connection
-        self.folder = folder
+    def __init__(self):
         self._session: contextlib.ExitStack | None = None
-        self._sftp: paramiko.SFTPClient | None = None
+        self._handle = None
 
-    def __enter__(self) -> "SftpDropFolder":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -342,18 +341,39 @@ class SftpDropFolder:
         if self._session is not None:
             with contextlib.suppress(Exception):
                 self._session.close()
-        self._session = self._sftp = None
+        self._session = self._handle = None
+
+    def _open_session(self, session: contextlib.ExitStack):
+        """The handle of a new session, its closing registered on `session`."""
+        raise NotImplementedError
+
+    def _session_handle(self):
+        """The open session's handle, a new session's when none is open."""
+        if self._handle is None:
+            session = contextlib.ExitStack()
+            self._handle = self._open_session(session)
+            self._session = session
+        return self._handle
+
+
+class SftpDropFolder(SessionFolder):
+    """A folder on an SFTP server. One session serves the calls of a run: opened at
+    the first call, opened again if it broke, closed by close() or `with`."""
+
+    def __init__(self, connection: SftpConnection, folder: str = "."):
+        super().__init__()
+        self.connection = connection
+        self.folder = folder
+
+    def _open_session(self, session: contextlib.ExitStack) -> paramiko.SFTPClient:
+        return session.enter_context(open_sftp(self.connection))
 
     def _client(self) -> paramiko.SFTPClient:
-        if self._sftp is not None:
-            channel = self._sftp.get_channel()
+        if self._handle is not None:
+            channel = self._handle.get_channel()
             if channel.closed or not channel.get_transport().is_active():
                 self.close()
-        if self._sftp is None:
-            session = contextlib.ExitStack()
-            self._sftp = session.enter_context(open_sftp(self.connection))
-            self._session = session
-        return self._sftp
+        return self._session_handle()
 
     def _path(self, name: str) -> str:
         return posixpath.join(self.connection.remote_path(self.folder), name)
