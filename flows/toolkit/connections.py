@@ -5,9 +5,10 @@
 blocks named `<system>-<env>` (for example `example-database-main`,
 `example-sftp-main`), passwords and keys in Secret blocks they point to;
 `python3 flows/util.py setup --database SYSTEM --sftp SYSTEM` creates them (and
-`--s3`, `--smtp`, `--api` those of object storage, mail and REST APIs). For
-`env=dev` a missing block falls back to an embedded default: the database the flow
-names (a sample it makes, for example) and a local folder, for SFTP and S3 alike. A
+`--s3`, `--smtp`, `--smb`, `--api` those of object storage, mail, Windows shares
+and REST APIs). For `env=dev` a missing block falls back to an embedded default:
+the database the flow names (a sample it makes, for example) and a local folder,
+for SFTP, S3 and SMB alike. A
 mail server or an API has no stand-in: a missing block is an error in dev too.
 
 Releases before v1.3.0 called main `prod`: `env="prod"` still means main, and a main
@@ -29,6 +30,7 @@ from toolkit.sftp import SftpConnection
 if TYPE_CHECKING:  # imported where a flow asks for S3 or mail: botocore, smtplib
     from toolkit.mail import SmtpConnection
     from toolkit.object_storage import S3DropFolder
+    from toolkit.smb import SmbDropFolder
 
 ENVIRONMENTS = ("dev", "main")
 # The names earlier releases used, and what they mean now.
@@ -108,13 +110,28 @@ def database_for(
     return dev_default(output_dir())
 
 
+def _block_in(block_class, kind: str, system: str, env: str):
+    """(the `<system>-<kind>` block in `env`, or None where dev has a stand-in; env)."""
+    env = environment(env)
+    return _load_block(block_class, f"{system}-{kind}", env), env
+
+
+def _local_sink(env: str, folder: str | None) -> delivery.LocalFolderSink:
+    """The dev stand-in of a remote sink: the local dev folder."""
+    return delivery.LocalFolderSink(str(output_dir(folder) / env))
+
+
+def _local_drop_folder(env: str, folder: str, local_folder: str | None):
+    """The dev stand-in of a remote drop folder: `folder` below the local one."""
+    path = output_dir(local_folder) / env / folder
+    path.mkdir(parents=True, exist_ok=True)
+    return LocalDropFolder(path)
+
+
 def sink_for(system: str, env: str, folder: str | None = None) -> delivery.Sink:
     """Where the files of `system` go in `env`: its SFTP server, or a local folder."""
-    env = environment(env)
-    block = _load_block(SftpConnection, f"{system}-sftp", env)
-    if block is not None:
-        return delivery.SftpSink(block)
-    return delivery.LocalFolderSink(str(output_dir(folder) / env))
+    block, env = _block_in(SftpConnection, "sftp", system, env)
+    return delivery.SftpSink(block) if block is not None else _local_sink(env, folder)
 
 
 def s3_sink_for(system: str, env: str, folder: str | None = None) -> delivery.Sink:
@@ -123,11 +140,8 @@ def s3_sink_for(system: str, env: str, folder: str | None = None) -> delivery.Si
     # pylint: disable-next=import-outside-toplevel  # S3's client only for S3
     from toolkit.object_storage import S3Connection, S3Sink
 
-    env = environment(env)
-    block = _load_block(S3Connection, f"{system}-s3", env)
-    if block is not None:
-        return S3Sink(block)
-    return delivery.LocalFolderSink(str(output_dir(folder) / env))
+    block, env = _block_in(S3Connection, "s3", system, env)
+    return S3Sink(block) if block is not None else _local_sink(env, folder)
 
 
 def s3_drop_folder_for(
@@ -138,13 +152,34 @@ def s3_drop_folder_for(
     # pylint: disable-next=import-outside-toplevel  # S3's client only for S3
     from toolkit.object_storage import S3Connection, S3DropFolder
 
-    env = environment(env)
-    block = _load_block(S3Connection, f"{system}-s3", env)
+    block, env = _block_in(S3Connection, "s3", system, env)
     if block is not None:
         return S3DropFolder(block, folder)
-    path = output_dir(local_folder) / env / folder
-    path.mkdir(parents=True, exist_ok=True)
-    return LocalDropFolder(path)
+    return _local_drop_folder(env, folder, local_folder)
+
+
+def smb_sink_for(system: str, env: str, folder: str | None = None) -> delivery.Sink:
+    """Where the files of `system` go in `env`: its Windows share, or (dev without a
+    block) the local folder sink_for uses."""
+    # pylint: disable-next=import-outside-toplevel  # the SMB client only for SMB
+    from toolkit.smb import SmbConnection, SmbSink
+
+    block, env = _block_in(SmbConnection, "smb", system, env)
+    return SmbSink(block) if block is not None else _local_sink(env, folder)
+
+
+def smb_drop_folder_for(
+    system: str, env: str, folder: str = "", local_folder: str | None = None
+) -> SmbDropFolder | LocalDropFolder:
+    """The folder of `system`'s share where its partner drops files in `env`; in
+    dev without a block, that folder below the local dev folder."""
+    # pylint: disable-next=import-outside-toplevel  # the SMB client only for SMB
+    from toolkit.smb import SmbConnection, SmbDropFolder
+
+    block, env = _block_in(SmbConnection, "smb", system, env)
+    if block is not None:
+        return SmbDropFolder(block, folder)
+    return _local_drop_folder(env, folder, local_folder)
 
 
 def mail_server_for(system: str, env: str) -> SmtpConnection:

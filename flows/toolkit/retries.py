@@ -14,6 +14,10 @@ The other systems, by the same rule:
   retried; 5xx replies (a refused recipient, a failed login) and TLS refusals never.
 - REST APIs: 429 and 5xx (503 included) and connection faults are retried; 400, 401,
   403, 404 and other 4xx never. rest.py waits out a Retry-After in place first.
+- SMB shares: a lost connection is retried; a refused login, access denied and any
+  other answer of the server never.
+- MariaDB and MySQL: lost connections, a server shutting down, too many connections,
+  lock wait timeouts and deadlocks are retried; other codes never.
 
 Rule for errors without a SQLSTATE: a server that could not be reached (refused,
 timed out, closed the connection) is retried; a server that answered and said no is
@@ -237,6 +241,20 @@ def _s3_verdict(error: BaseException) -> bool | None:
     return None
 
 
+def _smb_verdict(error: BaseException) -> bool | None:
+    """smbprotocol's errors that are not OSErrors: a lost connection is retried; a
+    refused login or any other answer of the server is not (one try: a wrong
+    password tried again could lock the account)."""
+    smb_errors = loaded("smbprotocol.exceptions")
+    if smb_errors is None or isinstance(error, OSError):
+        return None
+    if isinstance(error, smb_errors.SMBConnectionClosed):
+        return True
+    if isinstance(error, smb_errors.SMBException):
+        return False
+    return None
+
+
 def _smtp_verdict(error: BaseException) -> bool | None:
     """smtplib's errors (OSErrors all): a reply by its code, a broken link retried."""
     smtplib = loaded("smtplib")
@@ -280,7 +298,7 @@ def _certificate_refused(error: BaseException | None) -> bool:
 def _system_verdict(error: BaseException) -> bool | None:
     """S3, SMTP and HTTP APIs: read before the network rule, which would take
     smtplib's errors (OSErrors) for network faults."""
-    for verdict in (_s3_verdict, _smtp_verdict, _http_verdict):
+    for verdict in (_s3_verdict, _smb_verdict, _smtp_verdict, _http_verdict):
         found = verdict(error)
         if found is not None:
             return found

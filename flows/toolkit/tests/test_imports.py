@@ -15,6 +15,7 @@ FLOWS_DIR = Path(__file__).resolve().parents[2]
 # The libraries every run loads anyway: the core's.
 CORE = ("prefect", "pandas", "sqlalchemy", "psycopg2", "pyarrow", "paramiko")
 # Standard-library clients of one system each: imported only by that system's module.
+# (The SMB client, smbprotocol, is a third-party one: the core's set leaves it out.)
 SYSTEM_CLIENTS = ("smtplib",)
 # Each entry module, and what it may bring beyond the core: its own system's client.
 ENTRY_MODULES = {
@@ -26,6 +27,7 @@ ENTRY_MODULES = {
     "toolkit.sftp": set(),
     "toolkit.object_storage": {"botocore", "jmespath", "urllib3"},
     "toolkit.mail": {"smtplib"},
+    "toolkit.smb": {"smbclient", "smbprotocol", "spnego"},
 }
 IMPORTED = """
 import importlib, json, sys
