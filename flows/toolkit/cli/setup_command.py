@@ -18,7 +18,12 @@ def _setup(arguments, invocation: Invocation):
         env=arguments.env,
         ask=arguments.ask,
         webhook_urls=arguments.notify,
-        systems={"s3": arguments.s3, "smtp": arguments.smtp, "api": arguments.api},
+        systems={
+            "s3": arguments.s3,
+            "smtp": arguments.smtp,
+            "smb": arguments.smb,
+            "api": arguments.api,
+        },
     )
 
 
@@ -64,6 +69,15 @@ COMMANDS = (
                 help="save block SYSTEM-smtp-ENV (mail server) from "
                 "FLOWS_<SYSTEM>_SMTP_HOST, _PORT, _SECURITY (starttls, tls, none), "
                 "_SENDER, _USERNAME, _PASSWORD, _TRUSTED_CERTIFICATES_FILE",
+            ),
+            argument(
+                "--smb",
+                action="append",
+                default=[],
+                metavar="SYSTEM",
+                help="save block SYSTEM-smb-ENV (Windows file share) from "
+                "FLOWS_<SYSTEM>_SMB_HOST, _SHARE, _PORT, _DOMAIN, _USERNAME, "
+                "_PASSWORD, _REMOTE_DIR, _ENCRYPT (yes, no)",
             ),
             argument(
                 "--api",

@@ -1,5 +1,6 @@
 """The values `setup` reads for each kind of connection block, and how the values of
-object storage (`--s3`), mail (`--smtp`) and API (`--api`) blocks become blocks.
+object storage (`--s3`), mail (`--smtp`), Windows share (`--smb`) and API (`--api`)
+blocks become blocks.
 
 Each kind's values come from FLOWS_<SYSTEM>_<KIND>_<FIELD>; `setup --help` lists the
 fields. A builder checks its values (one line naming the variable, exit 2) and
@@ -21,6 +22,7 @@ from toolkit.errors import UserError
 from toolkit.mail import SmtpConnection
 from toolkit.object_storage import S3Connection
 from toolkit.rest import ApiConnection
+from toolkit.smb import SmbConnection
 
 SecretMaker = Callable[[str, str | None], Secret | None]
 
@@ -54,6 +56,16 @@ SYSTEM_FIELDS = {
         Field("USERNAME", "login name (empty: none)", default=""),
         Field("PASSWORD", f"SMTP password {KEEP}", True, ""),
         Field("TRUSTED_CERTIFICATES_FILE", "PEM file of a CA to trust", default=""),
+    ),
+    "smb": (
+        Field("HOST", "SMB server name or address"),
+        Field("SHARE", "share name"),
+        Field("PORT", "SMB port", default="445"),
+        Field("DOMAIN", "Windows domain (empty: none)", default=""),
+        Field("USERNAME", "login name"),
+        Field("PASSWORD", f"SMB password {KEEP}", True, ""),
+        Field("REMOTE_DIR", "folder in the share", default=""),
+        Field("ENCRYPT", "require encryption: yes or no", default="no"),
     ),
     "api": (
         Field("BASE_URL", "API base URL"),
@@ -136,6 +148,22 @@ def smtp_block(values: dict, secret: SecretMaker, prefix: str) -> SmtpConnection
     )
 
 
+def smb_block(values: dict, secret: SecretMaker, prefix: str) -> SmbConnection:
+    """An SmbConnection block, its password in a Secret block."""
+    if not values["PORT"].isdigit():
+        raise UserError(f"{prefix}PORT must be a number, not {values['PORT']!r}")
+    return SmbConnection(
+        host=values["HOST"],
+        share=values["SHARE"].strip("\\/"),
+        port=int(values["PORT"]),
+        domain=values["DOMAIN"],
+        username=values["USERNAME"],
+        password=secret("password", values["PASSWORD"]),
+        remote_dir=values["REMOTE_DIR"].strip("/"),
+        encrypt=_choice(values, "ENCRYPT", prefix, ("yes", "no")) == "yes",
+    )
+
+
 def api_block(values: dict, secret: SecretMaker, prefix: str) -> ApiConnection:
     """An ApiConnection block; its headers (a JSON object of strings, where an API
     key often goes) in a Secret block, as the token is."""
@@ -163,5 +191,6 @@ def api_block(values: dict, secret: SecretMaker, prefix: str) -> ApiConnection:
 BUILDERS: dict[str, Callable[[dict, SecretMaker, str], Block]] = {
     "s3": s3_block,
     "smtp": smtp_block,
+    "smb": smb_block,
     "api": api_block,
 }

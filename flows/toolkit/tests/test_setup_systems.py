@@ -1,4 +1,4 @@
-"""`setup --s3`, `--smtp` and `--api` against a real Prefect API: the blocks a flow's
+"""`setup --s3`, `--smtp`, `--smb` and `--api` against a real Prefect API: the blocks a flow's
 connections load, secrets in Secret blocks, and a second run that changes nothing."""
 
 import json
@@ -40,6 +40,22 @@ CASES = {
             "block flows-smtp-connection/registrar-smtp-main: created",
         ],
     ),
+    "smb": (
+        "registry",
+        {
+            "FLOWS_REGISTRY_SMB_HOST": "files.campus.example",
+            "FLOWS_REGISTRY_SMB_SHARE": "\\\\Exports",
+            "FLOWS_REGISTRY_SMB_DOMAIN": "CAMPUS",
+            "FLOWS_REGISTRY_SMB_USERNAME": "svc-flows",
+            "FLOWS_REGISTRY_SMB_PASSWORD": "smb-secret-setup-only-5",
+            "FLOWS_REGISTRY_SMB_REMOTE_DIR": "/outgoing/",
+            "FLOWS_REGISTRY_SMB_ENCRYPT": "yes",
+        },
+        [
+            "block secret/registry-smb-main-password: created",
+            "block flows-smb-connection/registry-smb-main: created",
+        ],
+    ),
     "api": (
         "lms",
         {
@@ -64,6 +80,8 @@ def loaded_block(kind: str, system: str):
         return sink.connection
     if kind == "smtp":
         return connections.mail_server_for(system, "main")
+    if kind == "smb":
+        return connections.smb_sink_for(system, "main").connection
     return connections.api_for(system, "main")
 
 
@@ -73,6 +91,7 @@ def loaded_block(kind: str, system: str):
     [
         pytest.param("s3", marks=pytest.mark.s3),
         pytest.param("smtp", marks=pytest.mark.email),
+        pytest.param("smb", marks=pytest.mark.smb),
         pytest.param("api", marks=pytest.mark.rest),
     ],
 )
@@ -111,6 +130,15 @@ def test_setup_saves_the_block_and_a_second_run_changes_nothing(
             "starttls",
         )
         assert block.password.get() == "smtp-secret-setup-only-2"
+    elif kind == "smb":
+        assert (block.host, block.share, block.port, block.login()) == (
+            "files.campus.example",
+            "Exports",
+            445,
+            "CAMPUS\\svc-flows",
+        )
+        assert (block.remote_dir, block.encrypt) == ("outgoing", True)
+        assert block.password.get() == "smb-secret-setup-only-5"
     else:
         assert block.headers == {}  # in clear: nothing
         assert json.loads(block.secret_headers.get()) == {
