@@ -264,16 +264,12 @@ class SmbDropFolder(SessionFolder):
         )
 
     def exists(self, name: str) -> bool:
-        """Whether `name` (relative) exists."""
-        return self.file_info(name) is not None or bool(
-            self._path(name) and self._is_folder(name)
-        )
-
-    def _is_folder(self, name: str) -> bool:
+        """Whether `name` (relative: a file or a folder) exists; one stat."""
         try:
-            return stat.S_ISDIR(self._run(smbclient.stat, self._path(name)).st_mode)
+            self._run(smbclient.stat, self._path(name))
         except FileNotFoundError:
             return False
+        return True
 
     def move(self, name: str, destination: str) -> None:
         """Move `name` to `destination`, making its folders; FileExistsError if it
