@@ -8,7 +8,9 @@ REQUIRE_SERVICES=1 (set by .ci/run and GitHub Actions): then it fails.
 """
 
 import os
+import re
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 import secrets
 import subprocess
 import sys
@@ -54,6 +56,33 @@ GIT_IDENTITY = {
     "GIT_COMMITTER_NAME": "Flow Tester",
     "GIT_COMMITTER_EMAIL": "tester@example.invalid",
 }
+
+
+# The archive's day folder, `processed/2026-12-08/`.
+ARCHIVE_DAY = re.compile(r"^processed/(\d{4}-\d{2}-\d{2})/")
+
+
+def utc_days_of_this_test() -> set[str]:
+    """Today's UTC date and yesterday's: a run that crossed midnight before its
+    check archived under yesterday, and that is still the UTC day of the run."""
+    now = datetime.now(timezone.utc)
+    return {day.date().isoformat() for day in (now, now - timedelta(days=1))}
+
+
+def files_under(path) -> list[str]:
+    """Every file below `path`, relative, hidden ones too. A `processed/<date>/`
+    folder reads `processed/<day>/`, once its date is checked to be the run's UTC day.
+    """
+    found = []
+    for root, _, names in os.walk(path):
+        for name in names:
+            relative = os.path.relpath(os.path.join(root, name), path)
+            day = ARCHIVE_DAY.match(relative)
+            if day:
+                assert day.group(1) in utc_days_of_this_test(), relative
+                relative = ARCHIVE_DAY.sub("processed/<day>/", relative)
+            found.append(relative)
+    return sorted(found)
 
 
 def service_unavailable(reason: str):

@@ -26,11 +26,17 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import fresh_database, git, serve, sftp_connection_to
+from conftest import (
+    files_under,
+    fresh_database,
+    git,
+    serve,
+    sftp_connection_to,
+    utc_days_of_this_test,
+)
 from deploy_helpers import run_command_line
 from fixture_checkout import INBOUND_FIXTURE_FLOW, add_inbound_flow
 from prefect import get_client
@@ -58,7 +64,6 @@ TABLE = "partner_orders"
 LARGE_ROWS = 800_000
 HIT_AFTER_BYTES = 3 * 1024 * 1024
 QUICK = {"settle_seconds": 0.5}
-TODAY = datetime.now(timezone.utc).date().isoformat()
 CUSTOMERS = ("acme", "globex", "initech", "umbrella", "hooli")
 
 
@@ -134,12 +139,11 @@ class Inbound:
 
     def files(self) -> list[str]:
         """Every file below the drop folder, relative; hidden partials left out."""
-        return sorted(
-            os.path.relpath(os.path.join(root, name), self.drop)
-            for root, _, names in os.walk(self.drop)
-            for name in names
-            if not name.startswith(".")
-        )
+        return [
+            relative
+            for relative in files_under(self.drop)
+            if not os.path.basename(relative).startswith(".")
+        ]
 
 
 @pytest.fixture
@@ -211,8 +215,8 @@ def print_ledger(inbound: Inbound) -> None:
 
 
 def processed(*names: str) -> list[str]:
-    """The paths of `names` in today's processed/ folder."""
-    return [f"processed/{TODAY}/{name}" for name in names]
+    """The paths of `names` in the run day's processed/ folder."""
+    return [f"processed/<day>/{name}" for name in names]
 
 
 def next_run_completes(inbound: Inbound, fault) -> None:
@@ -566,9 +570,14 @@ def test_a_missing_file_fails_the_run_in_one_line_and_the_notification_posts(
     source = SftpDropFolder(sftp_connection_to(inbound.sshd, str(inbound.drop)))
     final = inbound.run(expect_by="00:00")
     assert final.state.is_failed(), tail(inbound.log)
+    [day] = [
+        day
+        for day in utc_days_of_this_test()
+        if f"00:00 UTC on {day};" in final.state.message
+    ]
     line = (
         f"expected 1 file matching orders_*.csv in {source.describe()} by 00:00 UTC "
-        f"on {TODAY}; 0 came; none has come yet"
+        f"on {day}; 0 came; none has come yet"
     )
     assert final.state.message.endswith(f"ExpectedFilesMissing: {line}")
     posts = notified.wait_for_posts(1, NOTIFY_WAIT_SECONDS)
