@@ -153,6 +153,8 @@ bench: venv
 	$(PY) bench/concurrency.py
 	$(PY) bench/storage.py
 	$(PY) bench/deploy_all.py
+	$(PY) bench/deploy.py
+	$(PY) bench/imports.py
 	$(PY) bench/artifacts.py
 	$(PY) bench/faults.py
 
