@@ -17,6 +17,7 @@ and exit status 2, here and nowhere else; anything unexpected keeps its tracebac
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -57,6 +58,11 @@ def repository_parser() -> argparse.ArgumentParser:
 
 def _run(parser, args: Sequence[str] | None, invocation: Invocation):
     """Parse, run the command, and turn a UserError into one line and exit 2."""
+    if args is None:
+        # The command is this process's whole life: what the flow file imported lives
+        # to its end, and the collector need not walk it again. Unfrozen, the walks
+        # at the interpreter's exit alone took 0.7 s of a 5 s deploy (bench/deploy.py).
+        gc.freeze()
     try:
         arguments = parser.parse_args(sys.argv[1:] if args is None else list(args))
         return arguments.command_spec.run(arguments, invocation)
