@@ -181,7 +181,8 @@ async def _replace_copy(client, plans, flows, storage, held: lease.Lease) -> Pub
     existing = [await prefect_api.read_deployment(client, plan) for plan in plans]
     # Someone paused it in the UI: re-enabling is a person's decision, not a deploy's.
     paused = [found is not None and prefect_api.is_paused(found) for found in existing]
-    old_copy = await storage.current_copy(client, branch.pointer_block)
+    pointer = await storage.current_pointer(client, branch.pointer_block)
+    old_copy = None if pointer is None else pointer.data.get("basepath")
     new_copy = storage.new_copy(branch.storage_location, branch.commit)
     registered: list[UUID] = []
     try:
@@ -189,7 +190,7 @@ async def _replace_copy(client, plans, flows, storage, held: lease.Lease) -> Pub
         await storage.write_copy(flows_dir, branch.files, new_copy)
         await held.renew()  # still ours after the upload, before the block changes
         if old_copy is None:  # a first deploy: runs need the block from the start
-            await storage.point(branch.pointer_block, new_copy)
+            await storage.point(client, branch.pointer_block, new_copy)
         pull_steps = await storage.pull_steps(client, branch.pointer_block)
         each = zip(plans, [flow for flow, _ in flows], paused)
         await _register_each(client, each, pull_steps, storage, registered)
@@ -205,7 +206,7 @@ async def _replace_copy(client, plans, flows, storage, held: lease.Lease) -> Pub
         await storage.discard(new_copy, None if old_copy else branch.pointer_block)
         raise
     if old_copy is not None:
-        await _switch(storage, branch, new_copy)
+        await _switch(client, storage, branch, new_copy, pointer.id)
     if not held.lost:
         await storage.remove_stale_copies(branch.storage_location, new_copy)
     return Published(new_copy, list(zip(registered, paused)))
@@ -235,11 +236,13 @@ async def _take_back(client, deployment_ids: list[UUID]) -> None:
             await prefect_api.delete_deployment(client, deployment_id)
 
 
-async def _switch(storage, branch: DeploymentPlan, new_copy: str) -> None:
+async def _switch(
+    client, storage, branch: DeploymentPlan, new_copy: str, pointer_id: UUID
+) -> None:
     """Point the branch's block at the new copy; registered already, so a failure
     keeps both copies and says what to do."""
     try:
-        await storage.point(branch.pointer_block, new_copy)
+        await storage.point(client, branch.pointer_block, new_copy, pointer_id)
     except Exception as error:
         raise UserError(
             f"{branch.name} is registered but its runs still fetch the previous copy "

@@ -329,15 +329,15 @@ async def update_block_data(client: PrefectClient, document_id: UUID, data: dict
 
 
 async def registered_block_type(client: PrefectClient, block_class) -> tuple:
-    """(block type id, newest schema id) of `block_class`, registered when missing."""
+    """(block type id, schema id) of `block_class` as this code declares it,
+    registered when missing; registering reads both ids, and keeps them on the class."""
     try:
         await block_class.register_type_and_schema(client=client)
     except (ObjectAlreadyExists, httpx.HTTPStatusError):
         # Another deployer registered it at the same moment: now it is there.
         await block_class.register_type_and_schema(client=client)
-    block_type = await client.read_block_type_by_slug(block_class.get_block_type_slug())
-    schema = await client.get_most_recent_block_schema_for_block_type(block_type.id)
-    return block_type.id, schema.id
+    # pylint: disable-next=protected-access
+    return block_class._block_type_id, block_class._block_schema_id
 
 
 async def server_time(client: PrefectClient) -> datetime:

@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 import pytest
-from prefect.filesystems import LocalFileSystem
 from conftest import REPO_NAME, git
 from deploy_helpers import (
     deploy_with_registration_refused,
@@ -15,6 +14,7 @@ from deploy_helpers import (
     stored_files,
 )
 
+from toolkit.deployer import prefect_api
 from toolkit.deployer.naming import branch_slug
 from toolkit.deployer.repository import read_repository
 from toolkit.deployer.storage import MANIFEST_NAME, VERIFY_STEP
@@ -272,10 +272,14 @@ def test_a_failed_switch_after_registering_says_to_deploy_again(
     storage = Path(os.environ["FLOWS_STORAGE_ROOT"]) / "dev" / REPO_NAME / "switch"
     (old_copy,) = storage.iterdir()
 
-    async def refuse(*_args, **_kwargs):
-        raise RuntimeError("the API went away mid-deploy")
+    update_block_data = prefect_api.update_block_data
 
-    monkeypatch.setattr(LocalFileSystem, "save", refuse)
+    async def refuse_the_switch(client, document_id, data):
+        if "basepath" in data:  # the pointer; the lease's renewals go through
+            raise RuntimeError("the API went away mid-deploy")
+        await update_block_data(client, document_id, data)
+
+    monkeypatch.setattr(prefect_api, "update_block_data", refuse_the_switch)
     code, _, err = run_command_line(checkout, "deploy", capsys=capsys)
     assert code == 2
     assert "is registered but its runs still fetch the previous copy" in err

@@ -26,10 +26,12 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Iterator
+from uuid import UUID
 
 from fsspec import AbstractFileSystem
 from prefect.blocks.core import Block
 from prefect.client.orchestration import PrefectClient
+from prefect.exceptions import ObjectNotFound
 
 from toolkit.errors import UserError, one_line
 from toolkit.deployer import prefect_api
@@ -122,11 +124,15 @@ class FlowStorage:
             detail = one_line(error)
             raise UserError(f"{doing} failed: {detail}") from error
 
-    async def current_copy(self, client: PrefectClient, block_name: str) -> str | None:
-        """Where the copy the branch's block points at lives, if any."""
-        document = await prefect_api.read_block_document(
+    async def current_pointer(self, client: PrefectClient, block_name: str):
+        """The branch's block document, if any: its id, and its copy in data."""
+        return await prefect_api.read_block_document(
             client, block_name, self.pointer_type
         )
+
+    async def current_copy(self, client: PrefectClient, block_name: str) -> str | None:
+        """Where the copy the branch's block points at lives, if any."""
+        document = await self.current_pointer(client, block_name)
         return None if document is None else document.data.get("basepath")
 
     def new_copy(self, branch_location: str, commit: str) -> str:
@@ -158,9 +164,27 @@ class FlowStorage:
         """A run's pull steps: fetch what the block points at, check it is whole."""
         return [await self.fetch_step(client, block_name), VERIFY_STEP]
 
-    async def point(self, block_name: str, copy: str) -> None:
-        """Point the branch's block at `copy`: the runs that start now fetch it."""
-        await self.pointer_to(copy).save(block_name, overwrite=True)
+    async def point(
+        self,
+        client: PrefectClient,
+        block_name: str,
+        copy: str,
+        document_id: UUID | None = None,
+    ) -> None:
+        """Point the branch's block at `copy`: the runs that start now fetch it.
+
+        The block `document_id`, read under the lease, changes its copy in place: one
+        call, where saving a block anew takes six. One removed meanwhile is made anew.
+        """
+        if document_id is not None:
+            try:
+                await prefect_api.update_block_data(
+                    client, document_id, {"basepath": copy}
+                )
+                return
+            except ObjectNotFound:
+                pass
+        await self.pointer_to(copy).save(block_name, overwrite=True, client=client)
 
     async def discard(self, copy: str, block_name: str | None = None) -> None:
         """Take back a copy whose deployment was not registered (and the block a first
