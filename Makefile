@@ -3,7 +3,10 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 PYTHON ?= python3
-VENV := .venv
+# PREFECT=3: the same targets in a venv of their own on Prefect 3
+# (requirements-prefect3.lock), beside the Prefect 2.20 one.
+PREFECT ?= 2
+VENV := $(if $(filter 3,$(PREFECT)),.venv-prefect3,.venv)
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 # uv installs the requirements in seconds where pip takes a minute and a half; pip
@@ -46,7 +49,7 @@ TEMPLATE_WORKERS ?= 3
 # for the toolkit's own tests. uv's `pip sync` removes whatever the lock does not hold,
 # so one venv moves between the two; it syncs again only when its lock changed.
 # Nothing resolves here: `make lock` does that (tools/locks.py).
-VENV_LOCK = $(if $(KUBERNETES),requirements-kubernetes.lock,requirements-dev.lock)
+VENV_LOCK = $(if $(filter 3,$(PREFECT)),requirements-prefect3.lock,$(if $(KUBERNETES),requirements-kubernetes.lock,requirements-dev.lock))
 venv: | $(UV)
 	@$(PYTHON) tools/locks.py check
 	@if [ "$$(cat $(VENV)/.synced 2>/dev/null)" != "$$(sha256sum $(VENV_LOCK))" ]; then \
@@ -114,7 +117,9 @@ lint-template: venv
 
 # The toolkit's tests include the Kubernetes pool's: its venv is the Kubernetes lock's.
 test-template: KUBERNETES = 1
+# The tests marked prefect3 run the toolkit on Prefect 3 too, from its own venv.
 test-template: lint-template
+	$(MAKE) --no-print-directory venv PREFECT=3
 	$(PY) -m pytest -n $(TEMPLATE_WORKERS) -m "not faults and not docker" $(TOOLKIT)/tests
 
 # The fault tests (a server restarted mid-run): on their own, so that a restart never

@@ -1,11 +1,14 @@
 """The locks every environment installs from: what was tested is what runs.
 
-Three environments, one lock each, every pin with its hashes:
+Four environments, one lock each, every pin with its hashes:
 
   image/requirements.lock        the runtime image: image/requirements.txt (the team's
                                  packages and the template's list)
   requirements-dev.lock          the developer venv: the runtime plus the dev tools
   requirements-kubernetes.lock   the venv with the opt-in Kubernetes extra
+  requirements-prefect3.lock     the developer venv on Prefect 3: the dev lock's inputs
+                                 with requirements-prefect3.txt's lines in place of
+                                 Prefect 2.20's (uv's overrides), resolved on its own
 
 The Kubernetes lock is resolved first, from every requirements file; the dev lock
 keeps its pins, and the runtime lock the dev lock's: a package the image shares with
@@ -56,6 +59,8 @@ class Lock:
     inputs: tuple[str, ...]
     keeps: str | None
     what: str
+    # Requirements that replace every other requirement of the same package.
+    overrides: tuple[str, ...] = ()
 
 
 # One resolution, three projections: the widest environment is resolved first, and
@@ -81,7 +86,14 @@ RUNTIME = Lock(
     DEV.path,
     "the runtime image",
 )
-LOCKS = (KUBERNETES, DEV, RUNTIME)
+PREFECT3 = Lock(
+    "requirements-prefect3.lock",
+    DEV.inputs,
+    None,
+    "the developer venv on Prefect 3",
+    overrides=("requirements-prefect3.txt",),
+)
+LOCKS = (KUBERNETES, DEV, RUNTIME, PREFECT3)
 
 
 class LockError(Exception):
@@ -117,7 +129,7 @@ def requirements_digest(path: Path) -> str:
 def all_inputs(lock: Lock, root: Path = REPOSITORY_DIR) -> list[str]:
     """Every requirements file a lock is made from, includes followed."""
     names: list[str] = []
-    for relative in lock.inputs:
+    for relative in lock.inputs + lock.overrides:
         names += [
             name for name in requirement_files(relative, root) if name not in names
         ]
@@ -235,6 +247,8 @@ def _compile(uv: str, lock: Lock, options: argparse.Namespace, scratch: Path) ->
         str(output),
         *lock.inputs,
     ]
+    for overrides in lock.overrides:
+        command += ["--override", overrides]
     if lock.keeps:
         constraints = scratch / f"keeps-{Path(lock.keeps).name}"
         pins = read_pins(scratch / Path(lock.keeps).name)
