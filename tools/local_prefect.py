@@ -29,6 +29,8 @@ DEFAULT_PORT = 4200
 SERVER_START_TIMEOUT_SECONDS = 120
 RUN_TIMEOUT_SECONDS = 300
 PREFECT_EXECUTABLE = str(Path(sys.executable).parent / "prefect")
+# The venv on Prefect 3 (`make venv PREFECT=3`), beside this one.
+PREFECT3_VENV = REPOSITORY_DIR / ".venv-prefect3"
 
 
 def api_url(port: int) -> str:
@@ -69,13 +71,14 @@ EVENTS_ON = {
 
 
 def start_server(
-    home: Path, port: int, events: bool = True
+    home: Path, port: int, events: bool = True, executable: str = PREFECT_EXECUTABLE
 ) -> tuple[subprocess.Popen | None, str]:
     """Start a server keeping its state in `home`, or reuse one healthy on `port`.
 
     With `events`, the server runs automations, as Prefect Cloud does; without, it
     is a 2.20 server as installed, with notification policies only. Returns the
-    process it started (None when reused) and the API address.
+    process it started (None when reused) and the API address. `executable` is the
+    `prefect` of the major to serve (Prefect 3 always runs automations).
     """
     url = api_url(port)
     if is_healthy(url):
@@ -83,7 +86,7 @@ def start_server(
     home.mkdir(parents=True, exist_ok=True)
     with open(home / "server.log", "ab") as log:
         process = subprocess.Popen(  # pylint: disable=consider-using-with
-            [PREFECT_EXECUTABLE, "server", "start", "--host", "127.0.0.1"]
+            [executable, "server", "start", "--host", "127.0.0.1"]
             + ["--port", str(port)],
             # The server builds the links of its notifications from PREFECT_UI_URL;
             # unset, they read http://ephemeral-prefect/...

@@ -37,6 +37,8 @@ import httpx
 import paramiko
 from prefect.tasks import exponential_backoff
 
+from toolkit import prefect_majors
+
 # SQLSTATEs a retry can outlive: connection exceptions (class 08), admin shutdown,
 # crash shutdown, cannot connect now (57P01-57P03), serialization failure, deadlock,
 # too many connections (53300: a burst of scheduled runs at 05:00).
@@ -322,7 +324,7 @@ def is_transient(error: BaseException | None) -> bool:
 
 async def is_transient_failure(task, task_run, state) -> bool:  # pylint: disable=W0613
     """Prefect's retry condition: retry the failed run only if its error is transient."""
-    error = await state.result(raise_on_failure=False, fetch=True)
+    error = await prefect_majors.failed_state_error(state)
     return isinstance(error, BaseException) and is_transient(error)
 
 

@@ -42,6 +42,7 @@ from prefect.settings import (
 from prefect.utilities.callables import parameter_schema
 from prefect.workers.base import BaseWorker
 
+from toolkit import prefect_majors
 from toolkit.errors import UserError, one_line
 from toolkit.deployer import kubernetes
 from toolkit.deployer.plan import DeploymentPlan
@@ -65,11 +66,33 @@ def require_api_url() -> str:
 
 
 async def check_api_reachable(client: PrefectClient, url: str) -> None:
-    """Fail with the address tried when the API does not answer its health check."""
+    """Fail with the address tried when the API does not answer its health check,
+    and, before anything changes, when it serves another Prefect major than this
+    client's: each major's client half-fails against the other's server."""
     problem = await client.api_healthcheck()
     if problem is not None:
         reason = one_line(problem)
         raise UserError(f"the Prefect API at {url} is not reachable: {reason}")
+    served = await server_version(client)
+    major = None if served is None else prefect_majors.major_of(served)
+    if major is not None and major != prefect_majors.INSTALLED_MAJOR:
+        raise UserError(
+            f"the Prefect API at {url} runs Prefect {served}, and this venv has "
+            f"Prefect {prefect_majors.INSTALLED_VERSION}: nothing was changed; point "
+            f"PREFECT_API_URL at a Prefect {prefect_majors.INSTALLED_MAJOR} server"
+        )
+
+
+async def server_version(client: PrefectClient) -> str | None:
+    """The Prefect release the API serves, or None where it does not say (Prefect
+    Cloud has no /admin/version)."""
+    try:
+        # pylint: disable-next=protected-access
+        response = await client._client.get("/admin/version")
+    except httpx.HTTPStatusError:
+        return None
+    version = response.json()
+    return version if isinstance(version, str) else None
 
 
 # Pool types whose runs start from the deployment's image.

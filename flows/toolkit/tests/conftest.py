@@ -282,11 +282,15 @@ def sftp_connection_to(server, remote_dir: str, **overrides):
 
 
 @contextmanager
-def running_prefect_server(home: Path, events: bool) -> Iterator[str]:
+def running_prefect_server(
+    home: Path, events: bool, executable: str = local_prefect.PREFECT_EXECUTABLE
+) -> Iterator[str]:
     """A real `prefect server start` on 127.0.0.1 keeping its state in `home`: its
     API URL while the block runs (skipped, or failed, when it cannot start)."""
     try:
-        process, url = local_prefect.start_server(home, free_port(), events=events)
+        process, url = local_prefect.start_server(
+            home, free_port(), events=events, executable=executable
+        )
     except (OSError, RuntimeError) as error:
         service_unavailable(f"Prefect server: {error}")
     try:
@@ -322,6 +326,29 @@ def prefect_server(tmp_path_factory):
 def prefect_api_url(prefect_server, monkeypatch):
     """PREFECT_API_URL pointed at the session's server, in this process and children."""
     with api_url_pointed_at(prefect_server, monkeypatch) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def prefect3_python() -> Path:
+    """The Python of the venv on Prefect 3 (skipped, or failed, when missing)."""
+    python = local_prefect.PREFECT3_VENV / "bin" / "python"
+    if not python.exists():
+        service_unavailable(
+            f"no Prefect 3 venv at {local_prefect.PREFECT3_VENV}: "
+            "`make venv PREFECT=3` installs it"
+        )
+    return python
+
+
+@pytest.fixture(scope="session")
+def prefect3_server(prefect3_python, tmp_path_factory):
+    """A Prefect 3 server of the session, from the venv on Prefect 3: its API URL."""
+    with running_prefect_server(
+        tmp_path_factory.mktemp("prefect3-server"),
+        events=False,
+        executable=str(prefect3_python.parent / "prefect"),
+    ) as url:
         yield url
 
 
