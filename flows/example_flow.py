@@ -161,14 +161,18 @@ def run_extracts(source, sink, extracts: dict[str, tuple[Extract, dict]]) -> lis
         extract.file_name: extract_and_deliver.submit(source, sink, extract, parameters)
         for extract, parameters in extracts.values()
     }
-    states = {name: future.wait() for name, future in futures.items()}
-    missing = [name for name, state in states.items() if not state.is_completed()]
+    # A failed extract's result is its error: read so on Prefect 2.20 and on 3, where
+    # wait() returns None rather than the state.
+    results = {
+        name: future.result(raise_on_failure=False) for name, future in futures.items()
+    }
+    missing = [name for name, got in results.items() if isinstance(got, BaseException)]
     if missing:
         raise RuntimeError(
-            f"{len(missing)} of {len(states)} files not delivered: {', '.join(missing)}"
-            " (see the failed tasks above)"
+            f"{len(missing)} of {len(results)} files not delivered: "
+            f"{', '.join(missing)} (see the failed tasks above)"
         )
-    return [state.result() for state in states.values()]
+    return list(results.values())
 
 
 # How this flow is deployed. Schedule, main parameters and extra tags apply to the
