@@ -1,4 +1,5 @@
-"""The release machinery's commands: `upgrade`, `release` and `template-changed`.
+"""The release machinery's commands: `upgrade`, `release`, `template-changed` and
+`check-prefect3`.
 
 Standard library and git only, as the template package is: CI runs them before
 anything else is installed.
@@ -33,6 +34,14 @@ def _template_changed(arguments, invocation: Invocation):
     from toolkit.template import changes
 
     return changes.template_changed(invocation.flows_dir.parent, arguments.base)
+
+
+def _check_prefect3(arguments, invocation: Invocation):
+    del arguments  # none
+    # pylint: disable-next=import-outside-toplevel
+    from toolkit.template import prefect3_check
+
+    return prefect3_check.check_prefect3(invocation.flows_dir)
 
 
 COMMANDS = (
@@ -78,5 +87,15 @@ COMMANDS = (
         "toolkit's suite then)",
         _template_changed,
         (argument("base", help="the commit to compare HEAD with"),),
+    ),
+    Command(
+        "check-prefect3",
+        "name each place in flows/ whose meaning changes on Prefect 3, with its fix",
+        _check_prefect3,
+        (),
+        description="Reads every Python file of flows/ but the toolkit's, without "
+        "running it: a future's wait() whose value is used, result(fetch=...), and a "
+        "flow that starts tasks with submit or map and never reads them. Prints "
+        "file:line: what: fix for each, and exits 1 when there is any.",
     ),
 )
