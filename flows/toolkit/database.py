@@ -20,11 +20,11 @@ from prefect import task
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
 from psycopg2.extensions import quote_ident
-from pydantic.v1 import Field
 from sqlalchemy import create_engine, text
 from sqlalchemy.dialects.postgresql import psycopg2
 from sqlalchemy.engine import Engine, make_url
 
+from toolkit.prefect_majors import Field
 from toolkit import arrow_csv
 from toolkit import retries
 from toolkit.logs import run_logger

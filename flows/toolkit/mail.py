@@ -28,8 +28,8 @@ import pandas as pd
 from prefect import task
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
-from pydantic.v1 import Field
 
+from toolkit.prefect_majors import Field
 from toolkit import arrow_csv
 from toolkit import retries
 from toolkit.logs import run_logger

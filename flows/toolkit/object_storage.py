@@ -21,8 +21,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
-from pydantic.v1 import Field
 
+from toolkit.prefect_majors import Field
 from toolkit.pickup import DroppedFile, name_matches
 from toolkit.streams import CountingWriter, Progress
 

@@ -14,6 +14,20 @@ import prefect
 INSTALLED_VERSION = prefect.__version__
 INSTALLED_MAJOR = int(INSTALLED_VERSION.split(".", 1)[0])
 
+# pylint: disable=ungrouped-imports,wrong-import-position,unused-import
+if INSTALLED_MAJOR >= 3:
+    # Prefect 3's blocks are pydantic 2 models: their fields are pydantic's own.
+    from pydantic import Field, Secret, SecretBytes, SecretStr
+
+    SECRET_TYPES: tuple[type, ...] = (Secret, SecretStr, SecretBytes)
+else:
+    # Prefect 2.20's blocks are pydantic.v1 models, whichever pydantic is installed.
+    from pydantic.v1 import Field, SecretStr
+    from pydantic.v1.types import SecretField
+
+    SECRET_TYPES = (SecretField,)
+# pylint: enable=ungrouped-imports,wrong-import-position,unused-import
+
 
 def major_of(version: str) -> int | None:
     """The major of a version string such as "3.9.1"; None when it has none."""

@@ -21,8 +21,8 @@ import paramiko
 from prefect import task
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
-from pydantic.v1 import Field
 
+from toolkit.prefect_majors import Field
 from toolkit import retries
 from toolkit.logs import run_logger
 from toolkit.streams import CHUNK_BYTES, CountingWriter, Progress

@@ -30,8 +30,8 @@ import smbclient
 from smbprotocol.exceptions import SMBAuthenticationError, SMBConnectionClosed
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
-from pydantic.v1 import Field
 
+from toolkit.prefect_majors import Field
 from toolkit.pickup import DroppedFile, SessionFolder, name_matches
 from toolkit.streams import CHUNK_BYTES, CountingWriter, Progress
 

@@ -34,8 +34,8 @@ from prefect.blocks.core import Block
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import BlockDocumentCreate
 from prefect.exceptions import ObjectNotFound
-from pydantic.v1 import Field
 
+from toolkit.prefect_majors import Field
 from toolkit.errors import UserError
 from toolkit.settings import SETTINGS, Settings
 from toolkit.deployer import prefect_api

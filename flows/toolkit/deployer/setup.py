@@ -21,10 +21,10 @@ import sys
 
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
-from pydantic.v1.types import SecretField
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from toolkit import prefect_majors
 from toolkit.connections import UnknownEnvironment, environment
 from toolkit.database import DatabaseConnection
 from toolkit.errors import UserError
@@ -98,7 +98,8 @@ def _comparable(value):
     """A block's values, secrets revealed, for comparing a wanted block with a saved one."""
     if isinstance(value, Block):
         value = value.dict()
-    if isinstance(value, SecretField):  # SecretStr, and SecretDict of webhook blocks
+    # SecretStr, and SecretDict of webhook blocks
+    if isinstance(value, prefect_majors.SECRET_TYPES):
         return value.get_secret_value()
     if isinstance(value, dict):
         # A loaded block also lists its document's id and name: not its values.

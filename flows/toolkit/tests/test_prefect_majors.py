@@ -98,6 +98,58 @@ def test_a_transient_fault_is_retried_on_each_major(  # pylint: disable=R0913,R0
     assert outcome == {"attempts": attempts, "final": final}, completed.stderr[-3000:]
 
 
+# Each runtime block's fields: required or with their default, and which are secret.
+BLOCK_FIELDS = """
+import importlib, json, sys
+sys.path.insert(0, sys.argv[1])
+BLOCKS = {
+    "toolkit.database": "DatabaseConnection",
+    "toolkit.sftp": "SftpConnection",
+    "toolkit.rest": "ApiConnection",
+    "toolkit.mail": "SmtpConnection",
+    "toolkit.object_storage": "S3Connection",
+    "toolkit.smb": "SmbConnection",
+}
+fields = {}
+for module, name in BLOCKS.items():
+    block = getattr(importlib.import_module(module), name)
+    schema = block.schema()
+    fields[name] = {
+        "required": sorted(schema.get("required", [])),
+        "defaults": {
+            field: spec["default"]
+            for field, spec in sorted(schema["properties"].items())
+            # pydantic 2 writes an optional field's default None, pydantic.v1 not.
+            if spec.get("default") is not None
+        },
+    }
+print(json.dumps(fields, sort_keys=True))
+"""
+
+
+def test_the_blocks_declare_the_same_fields_on_each_major(prefect3_python):
+    """Every runtime block has the same required fields and defaults on 2.20 and on
+    3: declared with 2.20's pydantic.v1 fields on 3, a required field would become
+    one whose default is a field object."""
+    declared = {}
+    for major, python in (("2", sys.executable), ("3", str(prefect3_python))):
+        completed = subprocess.run(
+            [python, "-c", BLOCK_FIELDS, FLOWS_DIR],
+            capture_output=True,
+            text=True,
+            timeout=RUN_SECONDS,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        declared[major] = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert declared["3"] == declared["2"]
+    assert declared["2"]["SftpConnection"]["required"] == [
+        "host",
+        "known_hosts",
+        "username",
+    ]
+
+
 def server_holds(api_url: str) -> dict[str, int]:
     """How many work pools, block documents and deployments the server holds."""
     return {

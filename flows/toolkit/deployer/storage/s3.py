@@ -21,9 +21,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from prefect.blocks.core import Block
 from prefect.client.orchestration import PrefectClient
 from prefect.filesystems import RemoteFileSystem
-from pydantic.v1 import Field, SecretStr
 
 from toolkit.errors import UserError, one_line
+from toolkit.prefect_majors import Field, SecretStr
 from toolkit.settings import S3_SCHEME, Settings
 from toolkit.deployer import prefect_api
 from toolkit.deployer.storage.base import FlowStorage
