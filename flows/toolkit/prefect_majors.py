@@ -8,6 +8,9 @@ major does.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import prefect
 
 # The installed Prefect, and its major: 2 (2.20, the default line) or 3.
@@ -33,6 +36,43 @@ def major_of(version: str) -> int | None:
     """The major of a version string such as "3.9.1"; None when it has none."""
     head = version.strip().split(".", 1)[0]
     return int(head) if head.isdigit() else None
+
+
+@contextlib.contextmanager
+def automations_allowed() -> Iterator[None]:
+    """Let the client call the automations API.
+
+    The 2.20 client refuses it toward a self-hosted server unless events are on in
+    the client too (PREFECT_EXPERIMENTAL_EVENTS); the server's answer decides
+    instead (Cloud always serves them). Prefect 3 has events always on, and no such
+    setting.
+    """
+    if INSTALLED_MAJOR >= 3:
+        yield
+        return
+    # pylint: disable-next=import-outside-toplevel
+    from prefect.settings import (
+        PREFECT_API_SERVICES_TRIGGERS_ENABLED,
+        PREFECT_EXPERIMENTAL_EVENTS,
+        temporary_settings,
+    )
+
+    with temporary_settings(
+        updates={
+            PREFECT_EXPERIMENTAL_EVENTS: True,
+            PREFECT_API_SERVICES_TRIGGERS_ENABLED: True,
+        }
+    ):
+        yield
+
+
+def every_notification_policy():
+    """The filter of every flow-run notification policy, active or not: 2.20 only
+    (Prefect 3.4 removed policies, and turned the saved ones into automations)."""
+    # pylint: disable-next=import-outside-toplevel
+    from prefect.client.schemas.filters import FlowRunNotificationPolicyFilter
+
+    return FlowRunNotificationPolicyFilter(is_active=None)
 
 
 async def failed_state_error(state) -> object:

@@ -6,7 +6,6 @@ second truth about how the API is used (what "not found" means, what is retried)
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -24,7 +23,6 @@ from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterName,
     DeploymentFilterTags,
-    FlowRunNotificationPolicyFilter,
 )
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import (
@@ -32,13 +30,7 @@ from prefect.exceptions import (
     ObjectNotFound,
     PrefectHTTPStatusError,
 )
-from prefect.settings import (
-    PREFECT_API_SERVICES_TRIGGERS_ENABLED,
-    PREFECT_API_URL,
-    PREFECT_EXPERIMENTAL_EVENTS,
-    PREFECT_UI_URL,
-    temporary_settings,
-)
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from prefect.utilities.callables import parameter_schema
 from prefect.workers.base import BaseWorker
 
@@ -369,24 +361,10 @@ async def server_time(client: PrefectClient) -> datetime:
     return parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
 
 
-@contextlib.contextmanager
-def _automations_allowed():
-    """The 2.20 client refuses automation calls to a self-hosted server unless events
-    are on in the client too; the server's answer decides instead (Cloud always
-    serves them)."""
-    with temporary_settings(
-        updates={
-            PREFECT_EXPERIMENTAL_EVENTS: True,
-            PREFECT_API_SERVICES_TRIGGERS_ENABLED: True,
-        }
-    ):
-        yield
-
-
 async def serves_automations(client: PrefectClient) -> bool:
     """Whether the API runs automations: Prefect Cloud does, and a 2.20 server with
     events on; one without answers 404."""
-    with _automations_allowed():
+    with prefect_majors.automations_allowed():
         try:
             await client.read_automations_by_name("flows: probe")
         except PrefectHTTPStatusError as error:
@@ -398,26 +376,26 @@ async def serves_automations(client: PrefectClient) -> bool:
 
 async def automations_named(client: PrefectClient, name: str) -> list:
     """The automations called `name`."""
-    with _automations_allowed():
+    with prefect_majors.automations_allowed():
         return await client.read_automations_by_name(name)
 
 
 async def create_automation(client: PrefectClient, automation) -> UUID:
     """A new automation; its id."""
-    with _automations_allowed():
+    with prefect_majors.automations_allowed():
         return await client.create_automation(automation)
 
 
 async def update_automation(client: PrefectClient, automation_id: UUID, automation):
     """Replace an automation's definition with `automation`'s."""
-    with _automations_allowed():
+    with prefect_majors.automations_allowed():
         await client.update_automation(automation_id, automation)
 
 
 async def notification_policies(client: PrefectClient) -> list:
     """Every flow-run notification policy, active or not."""
     return await client.read_flow_run_notification_policies(
-        FlowRunNotificationPolicyFilter(is_active=None)
+        prefect_majors.every_notification_policy()
     )
 
 

@@ -13,11 +13,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import prefect
 import pytest
-from conftest import api_url_pointed_at
+from conftest import api_url_pointed_at, git
 from deploy_helpers import call_command_line, run_command_line
 import util
 
@@ -184,3 +185,126 @@ def test_a_deploy_or_setup_against_the_other_major_is_one_line_and_changes_nothi
     assert server_holds(prefect3_server) == before
     storage = os.environ["FLOWS_STORAGE_ROOT"]
     assert not os.path.exists(storage) or not os.listdir(storage)
+
+
+def run_on(python: str, checkout, api_url: str, *command: str):
+    """`command` with the `python` of a major, in `checkout`, against `api_url`."""
+    return subprocess.run(
+        [python, *command],
+        cwd=checkout,
+        env={**os.environ, "PREFECT_API_URL": api_url},
+        capture_output=True,
+        text=True,
+        timeout=RUN_SECONDS,
+        check=False,
+    )
+
+
+def test_a_branch_deploys_twice_and_its_flow_runs_on_prefect_3(
+    checkout, prefect3_python, prefect3_server, monkeypatch
+):
+    """On Prefect 3, from its venv: a dev branch's flow deploys, deploys again (the
+    pointer switched to the new copy), and a process worker runs it to Completed
+    from the copy in flow storage."""
+    monkeypatch.setenv("FLOWS_WORK_POOL_TYPE", "process")
+    git(checkout, "switch", "-q", "-c", "on-prefect-3")
+    python = str(prefect3_python)
+    for _ in range(2):
+        deployed = run_on(
+            python, checkout, prefect3_server, "flows/fixture_flow.py", "deploy"
+        )
+        assert deployed.returncode == 0, deployed.stderr[-3000:]
+    copies = list(
+        (Path(os.environ["FLOWS_STORAGE_ROOT"]) / "dev").glob("*/on-prefect-3/*")
+    )
+    assert len(copies) == 1, copies
+    prefect = str(prefect3_python.parent / "prefect")
+    name = "fixture-flow/demo | on-prefect-3 | fixture_flow"
+    started = run_on(prefect, checkout, prefect3_server, "deployment", "run", name)
+    assert started.returncode == 0, started.stderr[-3000:]
+    worker = run_on(
+        prefect,
+        checkout,
+        prefect3_server,
+        "worker",
+        "start",
+        "--pool",
+        os.environ["FLOWS_WORK_POOL"],
+        "--run-once",
+    )
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    runs = httpx.post(f"{prefect3_server}/flow_runs/filter", json={}, timeout=30)
+    states = [run["state"]["type"] for run in runs.json() if run["deployment_id"]]
+    assert states == ["COMPLETED"], worker.stdout[-3000:] + worker.stderr[-3000:]
+    deployment = httpx.get(f"{prefect3_server}/deployments/name/{name}", timeout=30)
+    pull = deployment.json()["pull_steps"][0][
+        "prefect.deployments.steps.pull_with_block"
+    ]
+    block = httpx.get(
+        f"{prefect3_server}/block_types/slug/local-file-system/block_documents/name/"
+        f"{pull['block_document_name']}",
+        timeout=30,
+    )
+    assert block.json()["data"]["basepath"] == str(copies[0])
+
+
+def test_prefect_3_refuses_a_prefect_2_server_in_one_line(
+    checkout, prefect3_python, prefect_server
+):
+    """The other way round: the Prefect 3 venv's deploy against a 2.20 server is one
+    line and exit 2."""
+    refused = run_on(
+        str(prefect3_python),
+        checkout,
+        prefect_server,
+        "flows/fixture_flow.py",
+        "deploy",
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(
+        f"error: the Prefect API at {prefect_server} runs Prefect 2.20."
+    )
+    assert refused.stderr.endswith(
+        "nothing was changed; point PREFECT_API_URL at a Prefect 3 server\n"
+    )
+    assert len(refused.stderr.splitlines()) == 1
+
+
+def test_setup_saves_a_database_block_once_and_it_loads_on_prefect_3(
+    checkout, prefect3_python, prefect3_server, monkeypatch
+):
+    """`setup --database` from the Prefect 3 venv: the block and its password's
+    Secret are created, a second setup leaves them unchanged (the secret compared,
+    never shown), and a run on 3 loads the block with its password."""
+    monkeypatch.setenv("FLOWS_WORK_POOL_TYPE", "process")
+    monkeypatch.setenv("FLOWS_SHOP_DATABASE_URL", "postgresql://reader@127.0.0.1/shop")
+    monkeypatch.setenv("FLOWS_SHOP_DATABASE_PASSWORD", "pw-on-3")
+    python = str(prefect3_python)
+    setup = ("flows/util.py", "setup", "--no-prompt", "--database", "shop")
+    outcomes = []
+    for _ in range(2):
+        done = run_on(python, checkout, prefect3_server, *setup)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "pw-on-3" not in done.stdout + done.stderr
+        outcomes.append([line for line in done.stdout.splitlines() if "shop" in line])
+    assert outcomes == [
+        [
+            "block secret/shop-database-main-password: created",
+            "block flows-database-connection/shop-database-main: created",
+        ],
+        [
+            "block secret/shop-database-main-password: unchanged",
+            "block flows-database-connection/shop-database-main: unchanged",
+        ],
+    ]
+    loaded = run_on(
+        python,
+        checkout / "flows",
+        prefect3_server,
+        "-c",
+        "from toolkit.database import DatabaseConnection\n"
+        "block = DatabaseConnection.load('shop-database-main')\n"
+        "print(block.url, block.password.get() == 'pw-on-3')",
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.split() == ["postgresql://reader@127.0.0.1/shop", "True"]
