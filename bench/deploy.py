@@ -158,8 +158,7 @@ def measure(before: str, rounds: int, folder: Path) -> tuple[dict, dict]:
     seconds: dict[str, list[float]] = {way: [] for way in ways}
     for number in range(rounds + 1):
         for way in order[number % 3 :] + order[: number % 3]:
-            command, checkout = ways[way]
-            taken = seconds_of(command, checkout, environment)
+            taken = seconds_of(*ways[way], environment)
             if number:  # the first round warms the server, the caches and the pool
                 seconds[way].append(taken)
     phases: dict[str, list[dict]] = {copy: [] for copy in checkouts}

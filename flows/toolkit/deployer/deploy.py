@@ -30,7 +30,7 @@ from toolkit.deployer.flow_file import (
 )
 from toolkit.deployer.plan import DeploymentPlan, build_plan
 from toolkit.deployer.repository import guard_main, read_repository
-from toolkit.deployer.storage import storage_for
+from toolkit.deployer.storage import copy_named_by, storage_for
 from toolkit.deployer.validation import find_problems
 
 
@@ -182,12 +182,11 @@ async def _replace_copy(client, plans, flows, storage, held: lease.Lease) -> Pub
     # Someone paused it in the UI: re-enabling is a person's decision, not a deploy's.
     paused = [found is not None and prefect_api.is_paused(found) for found in existing]
     pointer = await storage.current_pointer(client, branch.pointer_block)
-    old_copy = None if pointer is None else pointer.data.get("basepath")
+    old_copy = copy_named_by(pointer)
     new_copy = storage.new_copy(branch.storage_location, branch.commit)
     registered: list[UUID] = []
     try:
-        flows_dir = flows[0][1].parent
-        await storage.write_copy(flows_dir, branch.files, new_copy)
+        await storage.write_copy(flows[0][1].parent, branch.files, new_copy)
         await held.renew()  # still ours after the upload, before the block changes
         if old_copy is None:  # a first deploy: runs need the block from the start
             await storage.point(client, branch.pointer_block, new_copy)

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from toolkit.errors import UserError
 from toolkit.settings import Settings
-from toolkit.deployer.storage.base import MANIFEST_NAME, VERIFY_STEP, FlowStorage
+from toolkit.deployer.storage.base import (
+    MANIFEST_NAME,
+    VERIFY_STEP,
+    FlowStorage,
+    copy_named_by,
+)
 from toolkit.deployer.storage.folder import FolderStorage
 
 __all__ = [
@@ -20,6 +25,7 @@ __all__ = [
     "VERIFY_STEP",
     "FlowStorage",
     "FolderStorage",
+    "copy_named_by",
     "storage_for",
 ]
 

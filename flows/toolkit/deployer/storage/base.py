@@ -63,6 +63,11 @@ def new_copy_name(commit: str) -> str:
     return f"{stamp}-{commit[:12]}-{secrets.token_hex(3)}"
 
 
+def copy_named_by(document) -> str | None:
+    """Where the copy a branch's block document points at lives, if any."""
+    return None if document is None else document.data.get("basepath")
+
+
 def manifest_of(contents: dict[str, bytes]) -> bytes:
     """`sha256sum`-style lines, `<hex digest>  <relative path>`, of the copy's files."""
     return "".join(
@@ -132,8 +137,7 @@ class FlowStorage:
 
     async def current_copy(self, client: PrefectClient, block_name: str) -> str | None:
         """Where the copy the branch's block points at lives, if any."""
-        document = await self.current_pointer(client, block_name)
-        return None if document is None else document.data.get("basepath")
+        return copy_named_by(await self.current_pointer(client, block_name))
 
     def new_copy(self, branch_location: str, commit: str) -> str:
         """Where a deploy of `commit` writes its copy, below the branch's location."""
